@@ -122,9 +122,10 @@ class RunnerContext:
     def call_tool(self, tool_name: str, /, **arguments: Any) -> Any:
         """Call a tool by name (a local ``@tool``, an MCP tool, or ``"server/tool"``) and
         return its result; raises `ToolError` when it fails."""
+        call_id = self._next_id()  # numbered even when resolving fails: ids stay stable
         kind, target = self._turn.resolve_tool(tool_name)
         result = self._turn.await_one(
-            self._next_id(), kind, target, {"arguments": arguments}, rate_key=None
+            call_id, kind, target, {"arguments": arguments}, rate_key=None
         )
         return _value_or_raise(result, kind, target)
 

@@ -222,15 +222,14 @@ class _Turn:
                 if isinstance(event, ErrorEvent):
                     out.errors.append(event)
                 else:
-                    out.errors.append(
-                        ErrorEvent(
-                            error_type="UnhandledEvent",
-                            message=f"no step of {self.compiled.name!r} handles "
-                            f"{type(event).__name__!r}; add @step({type(event).__name__}) or "
-                            "stop sending it",
-                            source_event=type(event).__name__,
-                        )
+                    unhandled = ErrorEvent(
+                        error_type="UnhandledEvent",
+                        message=f"no step of {self.compiled.name!r} handles "
+                        f"{type(event).__name__!r}; add @step({type(event).__name__}) or "
+                        "stop sending it",
+                        source_event=type(event).__name__,
                     )
+                    queue.append((unhandled, f"{eid}/unhandled"))
         out.pending = list(self.pending.values())
         out.done = not out.pending
         out.usage = self.usage
@@ -431,6 +430,7 @@ class _Turn:
         """Run one answer's tool calls in parallel; return the tool messages in call order."""
         replies: list[ChatMessage | None] = []
         requests: list[tuple[int, EffectRequest]] = []
+        failures: dict[int, ErrorEvent] = {}  # by call index, so errors keep the calls' order
         for j, call in enumerate(answer.tool_calls):
             problem: str | None = None
             arguments: Any = None
@@ -445,7 +445,7 @@ class _Turn:
                 if problem is None and not isinstance(arguments, dict):
                     problem = f"arguments for tool {call.name!r} must be a JSON object"
             if problem is not None:
-                errors.append(_error("ToolError", problem, source="ChatModelEvent"))
+                failures[j] = _error("ToolError", problem, source="ChatModelEvent")
                 replies.append(ChatMessage.tool(call.id, f"error: {problem}", name=call.name))
                 continue
             assert route is not None
@@ -468,12 +468,13 @@ class _Turn:
             if result.error is not None:
                 err = result.error
                 text = f"tool {call.name!r} failed: {err.error_type}: {err.message}"
-                errors.append(
-                    _error(err.error_type, text, retryable=err.retryable, source="ChatModelEvent")
+                failures[j] = _error(
+                    err.error_type, text, retryable=err.retryable, source="ChatModelEvent"
                 )
                 replies[j] = ChatMessage.tool(call.id, f"error: {text}", name=call.name)
             else:
                 replies[j] = ChatMessage.tool(call.id, _tool_text(result.value), name=call.name)
+        errors.extend(failures[j] for j in sorted(failures))
         return [r for r in replies if r is not None]
 
     def _catalog(
