@@ -187,7 +187,9 @@ def parse_answer(text: str) -> ChatMessage:
     try:
         value = json.loads(stripped)
     except json.JSONDecodeError as exc:
-        raise _format_error(text, f"the reply is not valid JSON ({exc.msg} at char {exc.pos})")
+        raise _format_error(
+            text, f"the reply is not valid JSON ({exc.msg} at char {exc.pos})"
+        ) from exc
     if not isinstance(value, dict):
         raise _format_error(text, "the reply is not a JSON object")
     if "final" in value and "tool" not in value:
