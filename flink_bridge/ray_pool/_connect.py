@@ -1,0 +1,136 @@
+"""Starting or joining Ray from inside a Flink Python worker, on loopback only.
+
+Two traps this module handles, both measured (see docs/architecture.md / DESIGN.md):
+
+- PyFlink *thread* mode runs Python inside the JVM (Pemja) and replaces `sys.stdout` and
+  `sys.stderr` with objects that have no `fileno()`; `ray.init` calls `fileno()` on them and
+  fails with "'StdErrCatcher' object has no attribute 'fileno'". `real_std_streams()` swaps in
+  real file objects (`os.devnull`, or a log file) while Ray starts, then puts the originals back.
+- Ray picks the machine's non-loopback interface unless told otherwise: a local Ray is started
+  with ``_node_ip_address="127.0.0.1"``; a remote head is only ever reached at the address given
+  (and token auth is switched on for the client when a token is present).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from protocols.errors import ConfigError
+
+__all__ = ["connect_ray", "real_std_streams"]
+
+logger = logging.getLogger("flink_actors.flink_bridge.ray_pool")
+
+_START_FIX = (
+    "start the embedded stack (`flink-actors stack up`) or a head with "
+    "`ray start --head --node-ip-address=127.0.0.1 --port=6379`, "
+    "or pass ray_address=None to start a local Ray in this process"
+)
+
+
+def _has_fileno(stream: object) -> bool:
+    try:
+        stream.fileno()  # type: ignore[attr-defined]
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def real_std_streams(log_path: str | None = None) -> Iterator[None]:
+    """Make `sys.stdout`/`sys.stderr` real files for the duration of the block (if they are not).
+
+    Needed around `ray.init` under PyFlink thread mode (see the module docstring).
+    """
+    if _has_fileno(sys.stdout) and _has_fileno(sys.stderr):
+        yield
+        return
+    saved = sys.stdout, sys.stderr
+    sink: IO[str] = open(log_path or os.devnull, "a")  # noqa: SIM115 - closed below
+    try:
+        if not _has_fileno(sys.stdout):
+            sys.stdout = sink
+        if not _has_fileno(sys.stderr):
+            sys.stderr = sink
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+        sink.close()
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    addr = address.removeprefix("ray://")
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(
+            "ray_address", f"{address!r} is not 'host:port'", "pass e.g. '127.0.0.1:6379'"
+        )
+    return host, int(port)
+
+
+def _check_head(address: str, timeout_s: float) -> None:
+    """Fail fast, with the fix, when nothing listens at the head's address.
+
+    `ray.init(address=...)` would otherwise retry for a long time and end in a generic error.
+    """
+    host, port = _split_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            "ray_address", f"no Ray head answers at {address!r} ({exc})", _START_FIX
+        ) from exc
+
+
+def _enable_token_auth() -> None:
+    """A loopback head started with token auth requires clients to say so (RAY_AUTH_MODE)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def connect_ray(
+    *,
+    address: str | None,
+    namespace: str,
+    num_cpus: int | None,
+    log_to_driver: bool,
+    connect_timeout_s: float,
+) -> bool:
+    """Initialise Ray in this process unless it already is. Returns True if this call did it
+    (so the caller owns the shutdown)."""
+    import ray
+
+    if address is not None:
+        _check_head(address, connect_timeout_s)
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, object] = {
+        "namespace": namespace,
+        "log_to_driver": log_to_driver,
+        "ignore_reinit_error": True,
+        "configure_logging": False,
+    }
+    if address is None:
+        kwargs.update(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    else:
+        _enable_token_auth()
+        kwargs["address"] = address
+    with real_std_streams():
+        try:
+            ray.init(**kwargs)  # type: ignore[arg-type]
+        except ConnectionError as exc:
+            raise ConfigError(
+                "ray_address", f"could not join the Ray head at {address!r}: {exc}", _START_FIX
+            ) from exc
+    logger.info("ray initialised (address=%r, namespace=%r)", address, namespace)
+    return True

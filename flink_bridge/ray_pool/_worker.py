@@ -1,0 +1,96 @@
+"""`EffectWorker`: the Ray actor that executes batches of effects.
+
+It is a plain class here; `WorkerPool` turns it into an async Ray actor with
+`ray.remote(...).options(...)`, so it can also be unit-tested without Ray.
+
+Admission control runs here, in the worker, and not in the bridge: the pool is shared by every
+Flink subtask of a job, so the worker is the one place that sees all traffic to a provider
+(each of a pool's N actors enforces 1/N of a rate limit, so the sum never exceeds it), and
+retries with backoff happen next to the provider without a round trip through Flink. A retry
+keeps its call's in-flight slot in the bridge, so a rate-limited provider shows up as
+backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+from actors.admission import AdmissionConfig, AdmissionController
+from actors.effects import EffectError, EffectExecutor, EffectRequest, EffectResult
+
+__all__ = ["EffectWorker", "ExecutorFactory"]
+
+logger = logging.getLogger("flink_actors.flink_bridge.ray_pool")
+
+ExecutorFactory = Callable[[], EffectExecutor]
+
+
+class EffectWorker:
+    """Executes batches of `EffectRequest` concurrently; each call's failure stays its own."""
+
+    def __init__(
+        self,
+        executor_factory: ExecutorFactory,
+        admission: AdmissionConfig | None = None,
+        *,
+        rate_share: float = 1.0,
+    ) -> None:
+        self._factory = executor_factory
+        self._executor: EffectExecutor | None = None
+        self._factory_error: EffectError | None = None
+        self._admission = AdmissionController((admission or AdmissionConfig()).scaled(rate_share))
+        self._calls = 0
+        self._batches = 0
+
+    def _get_executor(self) -> EffectExecutor | None:
+        # Built lazily, in the worker process, so clients and connections never travel.
+        if self._executor is None and self._factory_error is None:
+            try:
+                self._executor = self._factory()
+            except Exception as exc:
+                logger.exception("executor factory failed")
+                self._factory_error = EffectError(
+                    error_type=type(exc).__name__,
+                    message=f"the executor factory {self._factory!r} failed: {exc}; "
+                    "fix the workflow definition",
+                    retryable=False,
+                )
+        return self._executor
+
+    async def execute_batch(self, requests: list[EffectRequest]) -> list[EffectResult]:
+        """Run every request concurrently; results in request order, one per request."""
+        self._calls += len(requests)
+        self._batches += 1
+        executor = self._get_executor()
+        if executor is None:
+            assert self._factory_error is not None
+            return [
+                EffectResult(call_id=r.call_id, error=self._factory_error, attempts=0)
+                for r in requests
+            ]
+        if len(requests) == 1:
+            return [await self._one(requests[0], executor)]
+        return list(await asyncio.gather(*(self._one(r, executor) for r in requests)))
+
+    async def _one(self, request: EffectRequest, executor: EffectExecutor) -> EffectResult:
+        try:
+            return await self._admission.run(request, executor)
+        except Exception as exc:  # admission never raises; this is the last line of isolation
+            error = EffectError(error_type=type(exc).__name__, message=str(exc), retryable=False)
+            return EffectResult(call_id=request.call_id, error=error)
+
+    def ping(self) -> int:
+        """The worker's pid (tests and health checks)."""
+        return os.getpid()
+
+    def stats(self) -> dict[str, object]:
+        """Calls and batches seen, and breaker states, of this worker."""
+        return {
+            "pid": os.getpid(),
+            "calls": self._calls,
+            "batches": self._batches,
+            "breakers": self._admission.snapshot(),
+        }
