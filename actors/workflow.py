@@ -285,10 +285,15 @@ def _check_step(cls: type, member: _Member) -> None:
             f"{label} takes ({shown}); a step takes exactly (event, state, ctx), "
             "plus self when it is a method"
         )
-    _step_events(cls, member)
+    _step_events(cls, member, forward_ok=True)
 
 
-def _step_events(cls: type, member: _Member) -> tuple[type[Event], ...]:
+def _step_events(
+    cls: type, member: _Member, *, forward_ok: bool = False
+) -> tuple[type[Event], ...]:
+    """The step's event types: named in ``@step(...)`` or read from the annotation. With
+    ``forward_ok`` (at class creation) an annotation naming a class defined later is left to be
+    resolved when the workflow is instantiated."""
     assert isinstance(member.info, StepInfo)
     if member.info.events:
         return member.info.events
@@ -298,6 +303,8 @@ def _step_events(cls: type, member: _Member) -> tuple[type[Event], ...]:
     try:
         hints = typing.get_type_hints(member.fn)
     except Exception as exc:
+        if forward_ok and isinstance(exc, NameError):
+            return ()  # a class defined further down the module: resolved at instantiation
         raise UserError(
             f"{label}: cannot read the annotation of {event_param!r} ({exc}); "
             "name the event types instead: @step(InputEvent, ...)"
