@@ -1,0 +1,191 @@
+"""`AgentRuntime`: apply a workflow to a Flink DataStream or Table, as in the proposal.
+
+```python
+output = AgentRuntime.from_datastream(input_ds).apply(my_agent).to_datastream()
+table = AgentRuntime.from_table(input_table).apply(my_agent).to_table()
+```
+
+`apply` compiles the workflow on the driver (bad definitions fail here, not in a TaskManager);
+the operator only executes the compiled engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from actors.engine import AgentEngine
+from actors.workflow import Workflow
+from flink_bridge.environment import RuntimeConfig
+from flink_bridge.operator import ERRORS_TAG_NAME, OperatorOptions, build_process_function
+from protocols.errors import UserError
+
+__all__ = ["AgentRuntime", "default_key"]
+
+KeySelector = Callable[[Any], str]
+
+
+def default_key(record: Any) -> str:
+    """The agent key of a record when no key selector is given.
+
+    A mapping's ``"key"`` (else ``"id"``), a tuple's or Row's first field, else the record's text.
+    """
+    if isinstance(record, dict):
+        for name in ("key", "id"):
+            if name in record:
+                return str(record[name])
+    elif isinstance(record, tuple | list) and record:
+        return str(record[0])
+    elif hasattr(record, "as_dict"):
+        return default_key(record.as_dict())
+    return str(record)
+
+
+def _row_to_input(row: Any) -> Any:
+    return row.as_dict() if hasattr(row, "as_dict") else row
+
+
+def _to_json(value: Any) -> str:
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+class AgentRuntime:
+    """A pipeline under construction: where inputs come from, which agent, where outputs go."""
+
+    def __init__(
+        self,
+        stream: Any,
+        *,
+        key_selector: KeySelector | None = None,
+        table_env: Any = None,
+        config: RuntimeConfig | None = None,
+    ) -> None:
+        self._stream = stream
+        self._key_selector = key_selector or default_key
+        self._table_env = table_env
+        self._config = config or RuntimeConfig()
+        self._outputs: Any = None
+        self._errors: Any = None
+        self._engine: AgentEngine | None = None
+
+    # -- sources ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_datastream(
+        cls,
+        input_stream: Any,
+        *,
+        key_selector: KeySelector | None = None,
+        config: RuntimeConfig | None = None,
+    ) -> AgentRuntime:
+        """Agents keyed by `key_selector(record)` (default: `default_key`)."""
+        return cls(input_stream, key_selector=key_selector, config=config)
+
+    @classmethod
+    def from_table(
+        cls,
+        input_table: Any,
+        *,
+        key_column: str | None = None,
+        config: RuntimeConfig | None = None,
+    ) -> AgentRuntime:
+        """Agents fed one `InputEvent` per row (the row as a dict), keyed by `key_column`
+        (default: the ``key`` or ``id`` column, else the first column)."""
+        from pyflink.table import StreamTableEnvironment  # noqa: F401 - checks pyflink is there
+
+        table_env = _table_env_of(input_table)
+        stream = table_env.to_data_stream(input_table).map(_row_to_input)
+        names = input_table.get_schema().get_field_names()
+        if key_column is None:
+            key_column = next((n for n in ("key", "id") if n in names), names[0])
+        elif key_column not in names:
+            raise UserError(f"key_column {key_column!r} is not a column of the table {names!r}")
+        column = key_column
+        return cls(
+            stream,
+            key_selector=lambda row: str(row[column]),
+            table_env=table_env,
+            config=config,
+        )
+
+    # -- the agent --------------------------------------------------------------------------
+
+    def apply(
+        self,
+        agent: Workflow,
+        *,
+        agent_type: str | None = None,
+        effects: str = "ray",
+        ray_address: str | None = None,
+    ) -> AgentRuntime:
+        """Run `agent` on every key. `effects="ray"` (default) executes model, tool and MCP
+        calls in the Ray pool; `"in-process"` runs them inside the Flink worker."""
+        from pyflink.common import Types
+        from pyflink.datastream import OutputTag
+
+        if not isinstance(agent, Workflow):
+            raise UserError(
+                f"apply() takes a Workflow instance, got {type(agent).__name__!r}; "
+                "write .apply(MyWorkflow())"
+            )
+        if effects not in ("ray", "in-process"):
+            raise UserError(f"effects={effects!r}: use 'ray' or 'in-process'")
+        engine = AgentEngine(agent)
+        options = OperatorOptions(
+            agent_type=agent_type or engine.name,
+            poll_interval_ms=self._config.poll_interval_ms,
+            max_in_flight=self._config.max_in_flight,
+            bridge=effects,
+            ray_address=ray_address or os.environ.get("FLINK_ACTORS_RAY_ADDRESS"),
+        )
+        errors_tag = OutputTag(ERRORS_TAG_NAME, Types.STRING())
+        function = build_process_function(engine, options, errors_tag=errors_tag)
+        keyed = self._stream.key_by(self._key_selector, key_type=Types.STRING())
+        self._outputs = keyed.process(function, output_type=Types.PICKLED_BYTE_ARRAY()).name(
+            f"agent:{options.agent_type}"
+        )
+        self._errors = self._outputs.get_side_output(errors_tag)
+        self._engine = engine
+        return self
+
+    # -- sinks ------------------------------------------------------------------------------
+
+    def _require_applied(self) -> None:
+        if self._outputs is None:
+            raise UserError("call .apply(agent) before reading outputs")
+
+    def to_datastream(self) -> Any:
+        """The agents' outputs (`OutputEvent.output` values), as Python objects."""
+        self._require_applied()
+        return self._outputs
+
+    def errors(self) -> Any:
+        """Unhandled `ErrorEvent`s of completed turns, as JSON strings with the agent key."""
+        self._require_applied()
+        return self._errors
+
+    def to_table(self) -> Any:
+        """The outputs as a table with one STRING column ``output`` (JSON text)."""
+        from pyflink.common import Types
+        from pyflink.table import StreamTableEnvironment
+
+        self._require_applied()
+        table_env = self._table_env or StreamTableEnvironment.create(
+            self._outputs.get_execution_environment()
+        )
+        rows = self._outputs.map(_to_json, output_type=Types.STRING())
+        return table_env.from_data_stream(rows).alias("output")
+
+
+def _table_env_of(table: Any) -> Any:
+    from pyflink.table import StreamTableEnvironment
+
+    j_env = table._j_table.getTableEnvironment()
+    env = getattr(table, "_t_env", None)
+    if env is not None:
+        return env
+    return StreamTableEnvironment(j_env)  # pragma: no cover
