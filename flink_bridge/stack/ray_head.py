@@ -1,0 +1,216 @@
+"""A local Ray head bound to 127.0.0.1, with token authentication and no dashboard.
+
+Why these flags (all documented Ray options, Ray >= 2.52):
+
+- ``--node-ip-address=127.0.0.1`` alone is not enough on Linux: Ray rewrites a loopback node
+  IP to the machine's first non-loopback interface (``services.resolve_ip_for_localhost``)
+  and binds its gRPC servers there. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is Ray's
+  documented single-machine mode (the one it uses on macOS/Windows): the node IP stays the
+  loopback address, and the GCS, raylet, agents and workers bind to it. Clients get the same
+  variable from `connect_env`.
+- ``RAY_AUTH_MODE=token`` + ``RAY_AUTH_TOKEN_PATH=<state_dir>/ray/auth_token``: every RPC to
+  the GCS/raylet needs the token. We keep a per-project token file instead of Ray's default
+  ``~/.ray/auth_token`` so two projects (or test sessions) never share or overwrite one.
+  Clients pass the same two env vars; `connect_env` returns them.
+- ``--include-dashboard=false``; the helper ports Ray would otherwise fix (dashboard agent
+  52365, client server 10001) are given explicitly so parallel heads do not collide.
+- ``--block``: the `ray start` process stays in the foreground as the pid we record; on
+  SIGTERM it stops the GCS, raylet and workers it started. We never call `ray stop`, which
+  would stop every Ray cluster of the user on this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from flink_bridge.stack.config import StackConfig
+from flink_bridge.stack.errors import StackStartError
+from flink_bridge.stack.health import (
+    LOOPBACK,
+    ComponentStatus,
+    Health,
+    check_port_free,
+    free_port,
+    port_open,
+    wait_until,
+)
+from flink_bridge.stack.procs import PidFile, is_alive, start_process, stop_process
+
+__all__ = [
+    "auth_token_path",
+    "connect_env",
+    "ray_dir",
+    "ray_log",
+    "ray_pid_file",
+    "ray_temp_dir",
+    "start_ray",
+    "status_ray",
+    "stop_ray",
+]
+
+NAME = "ray"
+
+# Ray puts unix sockets under its temp dir; their paths must stay below 107 bytes.
+_MAX_TEMP_DIR_LEN = 40
+
+
+def ray_dir(config: StackConfig) -> Path:
+    """Folder with the token and the `ray start` log."""
+    return config.state_dir / "ray"
+
+
+def ray_log(config: StackConfig) -> Path:
+    """Output of the `ray start --block` process."""
+    return ray_dir(config) / "ray-start.log"
+
+
+def ray_pid_file(config: StackConfig) -> PidFile:
+    """Pid file of the `ray start --block` process."""
+    return PidFile(config.state_dir / "run" / "ray.pid")
+
+
+def auth_token_path(config: StackConfig) -> Path:
+    """The head's token file (created with mode 0600 on first start)."""
+    return ray_dir(config) / "auth_token"
+
+
+def ray_temp_dir(config: StackConfig) -> Path:
+    """Ray's session/temp folder: under the state dir when its path is short enough."""
+    preferred = ray_dir(config) / "tmp"
+    if len(str(preferred)) <= _MAX_TEMP_DIR_LEN:
+        return preferred
+    digest = hashlib.sha256(str(config.state_dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"fa-ray-{digest}"
+
+
+def connect_env(config: StackConfig) -> dict[str, str]:
+    """Env vars a client process needs to reach this head with its token.
+
+    Set them before ``ray.init`` in the client (e.g. ``os.environ.update(connect_env(cfg))``)
+    and then call ``ray.init(address=env["RAY_ADDRESS"])`` (or plain ``ray.init()``, which
+    reads RAY_ADDRESS).
+    """
+    return {
+        "RAY_ADDRESS": config.ray_address,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(auth_token_path(config)),
+    }
+
+
+def _ensure_token(config: StackConfig) -> Path:
+    path = auth_token_path(config)
+    if path.is_file() and path.read_text(encoding="utf-8").strip():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secrets.token_hex(32))
+    return path
+
+
+def _ray_executable() -> str:
+    """The `ray` script next to this interpreter (the venv's), else the one on PATH."""
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.is_file() else "ray"
+
+
+def start_ray(config: StackConfig) -> ComponentStatus:
+    """Start the Ray head unless it runs; return once its GCS port accepts connections."""
+    pid_file = ray_pid_file(config)
+    if pid_file.live() is not None:
+        return status_ray(config)
+    check_port_free(config.ray_port, key="ray_port", component="Ray GCS")
+    check_port_free(config.ray_client_port, key="ray_client_port", component="Ray client server")
+    _ensure_token(config)
+    temp_dir = ray_temp_dir(config)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    # Written by `ray start` once the head is up; remove the last run's copy first.
+    (temp_dir / "ray_current_cluster").unlink(missing_ok=True)
+
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)  # the token file is the one source
+    env.update(connect_env(config))
+    env.pop("RAY_ADDRESS")
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # No Serve proxies to drain on a local head: stop at once on SIGTERM (default waits 30 s).
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+    argv = [
+        _ray_executable(),
+        "start",
+        "--head",
+        "--block",
+        f"--node-ip-address={LOOPBACK}",
+        f"--port={config.ray_port}",
+        f"--ray-client-server-port={config.ray_client_port}",
+        f"--num-cpus={config.ray_num_cpus}",
+        "--num-gpus=0",
+        "--include-dashboard=false",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
+    proc = start_process(argv, log_path=ray_log(config), env=env)
+    record = pid_file.write(proc.pid, NAME)
+    up = wait_until(
+        lambda: port_open(config.ray_port) and _raylet_ready(temp_dir),
+        timeout_s=config.startup_timeout_s,
+        abort=lambda: proc.poll() is not None,
+    )
+    if not up:
+        exited = proc.poll() is not None
+        stop_process(record, timeout_s=config.stop_timeout_s)
+        pid_file.remove()
+        problem = (
+            f"exited with code {proc.returncode} during start"
+            if exited
+            else f"did not answer on {config.ray_address} within {config.startup_timeout_s:.0f}s"
+        )
+        raise StackStartError("Ray head", problem, ray_log(config))
+    return ComponentStatus(name=NAME, health=Health.UP, address=config.ray_address, pid=proc.pid)
+
+
+def _raylet_ready(temp_dir: Path) -> bool:
+    """`ray start` writes the cluster address file once the head's processes are up."""
+    return (temp_dir / "ray_current_cluster").is_file()
+
+
+def stop_ray(config: StackConfig) -> bool:
+    """Stop the head and everything it started; False if it was not running."""
+    pid_file = ray_pid_file(config)
+    record = pid_file.live()
+    if record is None:
+        return False
+    stop_process(record, timeout_s=config.stop_timeout_s)
+    pid_file.remove()
+    return True
+
+
+def status_ray(config: StackConfig) -> ComponentStatus:
+    """Pid and health of the head."""
+    pid_file = ray_pid_file(config)
+    if pid_file.is_stale():
+        pid_file.remove()
+        return ComponentStatus(
+            name=NAME,
+            health=Health.STALE,
+            address=config.ray_address,
+            detail=f"removed stale pid file {str(pid_file.path)!r}",
+        )
+    record = pid_file.read()
+    if record is None or not is_alive(record.pid, record.create_time):
+        return ComponentStatus(name=NAME, health=Health.DOWN, address=config.ray_address)
+    health = Health.UP if port_open(config.ray_port) else Health.STARTING
+    return ComponentStatus(
+        name=NAME,
+        health=health,
+        address=config.ray_address,
+        pid=record.pid,
+        detail=f"token {str(auth_token_path(config))!r}",
+    )
