@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from actors.context import RunnerContext
-from actors.decorators import mcp_server, model, step, tool
+from actors.decorators import context_source, mcp_server, model, step, tool
 from actors.engine import AgentEngine, TurnOutcome
 from actors.executor import WorkflowExecutor
 from actors.react import AgentWorkflow
@@ -69,6 +69,7 @@ __all__ = [
     "Usage",
     "Workflow",
     "WorkflowExecutor",
+    "context_source",
     "mcp_server",
     "model",
     "step",

@@ -85,8 +85,10 @@ class RunnerContext:
         self.events.append(event)
 
     def send(self, address: Any, message: Any) -> None:
-        """Send ``message`` to another agent at ``address``; delivered after the turn commits."""
-        self.sends.append((address, message))
+        """Send ``message`` to another agent at ``address`` (an `AgentAddress`, a
+        `TopicAddress`, or its string form ``"agent_type/key"`` / ``"topic:name"``); delivered
+        after the turn commits."""
+        self.sends.append((_parse_address(address), message))
 
     def reply(self, message: Any) -> None:
         """Answer whoever sent the message being handled: the sending agent, or, for an input
@@ -154,6 +156,17 @@ class RunnerContext:
         call_id = f"{self._path}#{self._calls}"
         self._calls += 1
         return call_id
+
+
+def _parse_address(address: Any) -> Any:
+    """Parse string addresses early, so a malformed one fails in the step that sent it."""
+    if not isinstance(address, str):
+        return address
+    try:
+        from protocols.addresses import parse_address
+    except ImportError:  # pragma: no cover - protocols without addresses: keep the string
+        return address
+    return parse_address(address)
 
 
 _ERRORS: dict[EffectKind, type[AgentRunError]] = {

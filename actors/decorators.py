@@ -16,11 +16,19 @@ from typing import Any, Literal, TypeVar, overload
 from protocols.errors import UserError
 from protocols.events import Event
 
-__all__ = ["DefinitionInfo", "StepInfo", "mcp_server", "model", "step", "tool"]
+__all__ = [
+    "DefinitionInfo",
+    "StepInfo",
+    "context_source",
+    "mcp_server",
+    "model",
+    "step",
+    "tool",
+]
 
 F = TypeVar("F")
 
-DefinitionKind = Literal["tool", "model", "mcp_server"]
+DefinitionKind = Literal["tool", "model", "mcp_server", "context_source"]
 ATTR = "__flink_actors_definition__"
 
 
@@ -94,6 +102,17 @@ def mcp_server(*, name: str | None = None) -> Callable[[F], F]: ...
 def mcp_server(fn: Any = None, /, *, name: str | None = None) -> Any:
     """Declare an MCP server: the function returns an `MCPServerStdio` or `MCPServerHTTP`."""
     return _definition("mcp_server", fn, name)
+
+
+@overload
+def context_source(fn: F, /) -> F: ...
+@overload
+def context_source(*, name: str | None = None) -> Callable[[F], F]: ...
+def context_source(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Declare a context source (vector, SQL, REST lookup) that ``ctx.search(name, query)``
+    queries: the function returns an object with a ``query(payload)`` method, or a callable
+    taking the payload; sync or async. Its answers are journaled like any other call."""
+    return _definition("context_source", fn, name)
 
 
 def step(*events: Any, name: str | None = None) -> Any:

@@ -215,7 +215,7 @@ def _journal_entry(result: EffectResult) -> Mapping[str, Any]:
 
 def _address(agent_type: str, key: Hashable) -> Any:
     try:
-        from protocols import AgentAddress  # type: ignore[attr-defined]
-    except ImportError:  # protocols/address.py not available: a plain string address
+        from protocols.addresses import AgentAddress
+    except ImportError:  # pragma: no cover - protocols without addresses: the string form
         return f"{agent_type}/{key}"
     return AgentAddress(agent_type, str(key))

@@ -231,6 +231,15 @@ class Workflow:
                     tools=tuple(chat_model.tools),
                     mcp_servers=tuple(chat_model.mcp_servers),
                 )
+            elif info.kind == "context_source":
+                source = _call_factory(self, "context_source", name, fn)
+                if not callable(getattr(source, "query", source)):
+                    raise UserError(
+                        f"@context_source {name!r} of {self.name!r} returned "
+                        f"{type(source).__name__!r}; return an object with a query(payload) "
+                        "method, or a callable"
+                    )
+                compiled.context_sources[name] = source
             else:
                 from actors.mcp import MCPServer
 

@@ -24,6 +24,7 @@ from actors import (
     ToolCallEvent,
     ToolResultEvent,
     Workflow,
+    context_source,
     model,
     step,
     tool,
@@ -414,10 +415,25 @@ def test_sends_replies_and_timers_are_released_with_the_turn() -> None:
     out = engine.run_turn(
         engine.new_state(), InputEvent("x"), {}, address="me/1", turn_id="t", sender="you/2"
     )
-    assert out.sends == [("other/1", {"hello": "me/1"}), ("you/2", "pong")]
+    assert [(str(to), msg) for to, msg in out.sends] == [
+        ("other/1", {"hello": "me/1"}),
+        ("you/2", "pong"),
+    ]
     assert out.timers == [(1.5, Ping())]
     out = engine.run_turn(engine.new_state(), InputEvent("x"), {}, address="me/1", turn_id="t")
     assert out.outputs == ["pong"]  # reply to an input is an output
+
+
+def test_a_malformed_address_fails_in_the_sending_step() -> None:
+    class Bad(Workflow):
+        @step(InputEvent)
+        def go(event: Event, state: Any, ctx: Any) -> None:
+            ctx.send("no slash here", "x")
+
+    engine = AgentEngine(Bad())
+    out = engine.run_turn(engine.new_state(), InputEvent("x"), {}, address="me/1", turn_id="t")
+    [err] = out.errors
+    assert err.step == "go" and out.sends == []
 
 
 def test_state_round_trips_and_tolerates_added_fields() -> None:
@@ -470,3 +486,45 @@ async def test_executor_reports_failures_as_results() -> None:
     )
     assert all(not r.ok for r in results)
     assert list(itertools.chain([r.call_id for r in results])) == ["0", "1", "2"]
+
+
+class Inline(Workflow):
+    @tool
+    @staticmethod
+    def weather(city: str) -> str:
+        """Weather.
+
+        Args:
+            city: the city.
+        """
+        return f"sunny in {city}"
+
+    @model
+    @staticmethod
+    def llm():
+        return ScriptedModel(
+            [tool_call("weather", city="Rome"), "Rome is sunny"], prompt="P", tools=["weather"]
+        )
+
+    @context_source
+    @staticmethod
+    def kb():
+        return lambda payload: [f"doc about {payload['query']}"]
+
+    @step(InputEvent)
+    def ask(event: InputEvent, state: Any, ctx: Any) -> None:
+        docs = ctx.search("kb", event.input, limit=1)
+        answer = ctx.chat("llm", [f"{event.input} {docs}"])
+        ctx.send_event(OutputEvent(answer.content))
+
+
+async def test_ctx_chat_and_search_are_journaled_calls_with_path_ids() -> None:
+    outcome, requested = await _drive(AgentEngine(Inline()), InputEvent("rome"))
+    assert requested == [
+        "k:0/ask#0",
+        "k:0/ask#1/model.0",
+        "k:0/ask#1/tool.0.0",
+        "k:0/ask#1/model.1",
+    ]
+    assert outcome.outputs == ["Rome is sunny"]
+    assert outcome.usage.output_tokens > 0

@@ -93,12 +93,12 @@ async def test_timers_are_delivered_as_turns_and_drain_waits_for_them() -> None:
     await runner.drain()
     assert time.monotonic() - started >= 0.05
     assert runner.state("k")["ticks"] == [2, 1, 0]
-    assert [(to, msg) for _, to, msg in runner.sent] == [
+    assert [(str(to), msg) for _, to, msg in runner.sent] == [
         ("peer/2", {"tick": 2}),
         ("peer/1", {"tick": 1}),
         ("peer/0", {"tick": 0}),
     ]
-    assert runner.sent[0][0] == runner.address("k")
+    assert str(runner.sent[0][0]) == str(runner.address("k")) == "timer/k"
 
 
 def test_sync_twins() -> None:
