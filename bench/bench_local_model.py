@@ -90,7 +90,9 @@ async def _measure(
         extra_body={"temperature": 0.0, "max_tokens": 96},
     )
     began = time.perf_counter()
-    first_answer = await model.chat([ChatMessage.user("What is the weather in Paris?")], [WEATHER])
+    first_answer = await model.chat(
+        [ChatMessage.user("What is the weather in Paris?")], tools=[WEATHER]
+    )
     calls = first_answer.message.tool_calls
     followed = bool(calls) and calls[0].name == "get_weather"
     final_text = ""
