@@ -60,7 +60,7 @@ class StackConfig:
     """Standalone Flink JobManager RPC port."""
     flink_task_slots: int = 2
     """Task slots of the standalone TaskManager."""
-    model_port: int = 8000
+    model_port: int = 8765
     """Port of the local model server (only with `up --model`)."""
     startup_timeout_s: float = 180.0
     """How long `up` waits for each service to answer before giving up."""
@@ -74,9 +74,7 @@ class StackConfig:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ConfigError(f.name, f"{value!r} is not an integer", _fix(f.name))
                 if not 1024 <= value <= 65535:
-                    raise ConfigError(
-                        f.name, f"port {value} is outside 1024..65535", _fix(f.name)
-                    )
+                    raise ConfigError(f.name, f"port {value} is outside 1024..65535", _fix(f.name))
         for name in ("kafka_heap_mb", "ray_num_cpus", "flink_task_slots"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -93,9 +91,7 @@ class StackConfig:
             if not name.endswith("_port"):
                 continue
             if value in seen:
-                raise ConfigError(
-                    name, f"port {value} is also used by {seen[value]!r}", _fix(name)
-                )
+                raise ConfigError(name, f"port {value} is also used by {seen[value]!r}", _fix(name))
             seen[value] = name
 
     @property
@@ -127,9 +123,7 @@ def config_key_hint(key: str) -> str:
 
 def _fix(key: str) -> str:
     flag = "--" + key.replace("_", "-")
-    return (
-        f"set it with {flag}, {ENV_PREFIX}{key.upper()} or {key!r} in {CONFIG_FILE_NAME}"
-    )
+    return f"set it with {flag}, {ENV_PREFIX}{key.upper()} or {key!r} in {CONFIG_FILE_NAME}"
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(StackConfig)}

@@ -1,4 +1,4 @@
-"""The jars the stack needs, fetched once from Maven Central with `mvn dependency:copy-dependencies`.
+"""The jars the stack needs, fetched once from Maven Central with mvn.
 
 Two separate folders, because the Kafka broker and the Flink Kafka connector bring different
 kafka-clients versions that must never share a classpath:

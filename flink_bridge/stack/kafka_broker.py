@@ -255,6 +255,4 @@ def status_kafka(config: StackConfig) -> ComponentStatus:
     if record is None or not is_alive(record.pid, record.create_time):
         return ComponentStatus(name=NAME, health=Health.DOWN, address=config.kafka_bootstrap)
     health = Health.UP if broker_answers(config.kafka_bootstrap) else Health.STARTING
-    return ComponentStatus(
-        name=NAME, health=health, address=config.kafka_bootstrap, pid=record.pid
-    )
+    return ComponentStatus(name=NAME, health=health, address=config.kafka_bootstrap, pid=record.pid)

@@ -103,9 +103,7 @@ class PidFile:
         if record.pid > 0 and is_alive(record.pid, record.create_time):
             return record
         self.remove()
-        _log.warning(
-            "removed stale pid file %s (pid %d is not running)", self.path, record.pid
-        )
+        _log.warning("removed stale pid file %s (pid %d is not running)", self.path, record.pid)
         return None
 
     def is_stale(self) -> bool:
@@ -177,8 +175,9 @@ def stop_process(record: PidRecord, *, timeout_s: float) -> bool:
         if not any(_running(p) for p in family):
             return True
         time.sleep(0.2)
-    _log.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing", record.name, record.pid,
-                 timeout_s)
+    _log.warning(
+        "%s (pid %d) ignored SIGTERM for %.0fs; killing", record.name, record.pid, timeout_s
+    )
     _signal_group(record.pid, signal.SIGKILL)
     for proc in family:
         if _running(proc):
