@@ -419,7 +419,20 @@ class MCPServer(abc.ABC):
                 name, {k: str(v) for k, v in (arguments or {}).items()} or None
             )
 
-        result, _ = await self._request(f"get_prompt {name!r}", send, retry_on_closed=True)
+        try:
+            result, _ = await self._request(f"get_prompt {name!r}", send, retry_on_closed=True)
+        except ToolError as exc:
+            # Servers often answer an unknown name with a bare internal error: say what exists.
+            try:
+                offered = await self.list_prompts()
+            except ToolError:
+                raise exc from None
+            if name not in offered:
+                raise ToolError(
+                    f"MCP server {self.label} has no prompt {name!r}; it offers "
+                    f"{sorted(offered)!r}"
+                ) from exc
+            raise
         return "\n\n".join(_content_text([m.content]) for m in result.messages)
 
     async def __aenter__(self) -> MCPServer:
@@ -463,7 +476,9 @@ class MCPServerStdio(MCPServer):
 
     @property
     def label(self) -> str:
-        return f"stdio:{self.command!r}"
+        # Base names only: paths are long, and later arguments may carry tokens.
+        shown = " ".join(os.path.basename(p) for p in [self.command, *self.args[:1]])
+        return f"stdio:{shown!r}"
 
     def _open_transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         from mcp.client.stdio import StdioServerParameters, stdio_client
