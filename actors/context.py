@@ -96,7 +96,7 @@ class RunnerContext:
         if self._turn.sender is None:
             from protocols.events import OutputEvent
 
-            self.events.append(OutputEvent(message))
+            self.events.append(OutputEvent(output=message))
         else:
             self.sends.append((self._turn.sender, message))
 

@@ -26,9 +26,13 @@ so ids are the same whatever order results arrive in.
 
 Suspension. A step whose call is not journaled yet stops at that call and commits nothing; from
 then on, no later step of the turn runs in this pass, because it could observe state the
-unfinished step has not written yet. Built-in handling (model loops, tool calls) does not read
-state, so it keeps going and requests everything it can in parallel. Once every request is
-journaled the final pass runs steps strictly in order, exactly like a sequential run.
+unfinished step has not written yet. A built-in handler (model loop, tool call) that waits for a
+result would enqueue its answer event at that point of the final pass, so steps no longer run
+for events enqueued after it (they would run before the answer's steps, on different state);
+steps for events already queued still run. Built-in handling does not read state, so it keeps
+going and requests everything it can in parallel. Every step a partial pass runs therefore
+sees exactly what it sees in the final pass, which runs strictly in FIFO order like a
+sequential run: the requests of a partial pass are those of the final one.
 """
 
 from __future__ import annotations
@@ -160,11 +164,21 @@ class _Turn:
 
     def run(self, state: BaseModel, root: Event) -> TurnOutcome:
         out = TurnOutcome(done=False, state=state)
-        queue: deque[tuple[Event, str]] = deque([(root, self.turn_id)])
-        barrier = False  # a step suspended: later steps must not run in this pass
+        queue: deque[tuple[Event, str, int]] = deque([(root, self.turn_id, 0)])
+        seq = 1  # order of enqueueing; the final pass enqueues in the same order
+        barrier = False  # a step suspended: no later step may run in this pass
+        # A built-in handler waiting for a result would enqueue its answer at this point of the
+        # final pass: no step may run for events enqueued after it, they would run too early.
+        cutoff = MAX_EVENTS_PER_TURN * 10
         processed = 0
+
+        def enqueue(child: Event, child_id: str) -> None:
+            nonlocal seq
+            queue.append((child, child_id, seq))
+            seq += 1
+
         while queue:
-            event, eid = queue.popleft()
+            event, eid, event_seq = queue.popleft()
             processed += 1
             if processed > MAX_EVENTS_PER_TURN:
                 out.errors.append(
@@ -181,21 +195,23 @@ class _Turn:
             if isinstance(event, OutputEvent):
                 out.outputs.append(event.output)
                 handled = True
-            builtin: list[Event] = []
+            builtin: list[Event] | None = []
             if isinstance(event, ChatModelEvent):
                 handled = True
                 builtin = self._handle_chat(event, eid)
             elif isinstance(event, ToolCallEvent):
                 handled = True
                 builtin = self._handle_tool_call(event, eid)
+            if builtin is None:  # waiting for a result
+                cutoff = min(cutoff, seq)
             label = "chat" if isinstance(event, ChatModelEvent) else "tool"
-            for k, child in enumerate(builtin):
-                queue.append((child, f"{eid}/{label}.{k}"))
+            for k, child in enumerate(builtin or []):
+                enqueue(child, f"{eid}/{label}.{k}")
             for spec in self.compiled.steps:
                 if not spec.accepts(event):
                     continue
                 handled = True
-                if barrier:
+                if barrier or event_seq >= cutoff:
                     continue
                 ctx = RunnerContext(self, f"{eid}/{spec.name}", event)
                 try:
@@ -211,11 +227,11 @@ class _Turn:
                     if isinstance(event, ErrorEvent):
                         out.errors.append(error)  # an error handler failed: do not loop
                     else:
-                        queue.append((error, f"{eid}/{spec.name}.error"))
+                        enqueue(error, f"{eid}/{spec.name}.error")
                     continue
                 emitted: list[Event] = [*ctx.errors, *ctx.events]
                 for k, child in enumerate(emitted):
-                    queue.append((child, f"{eid}/{spec.name}.{k}"))
+                    enqueue(child, f"{eid}/{spec.name}.{k}")
                 out.sends.extend(ctx.sends)
                 out.timers.extend(ctx.timers)
             if not handled:
@@ -229,7 +245,7 @@ class _Turn:
                         "stop sending it",
                         source_event=type(event).__name__,
                     )
-                    queue.append((unhandled, f"{eid}/unhandled"))
+                    enqueue(unhandled, f"{eid}/unhandled")
         out.pending = list(self.pending.values())
         out.done = not out.pending
         out.usage = self.usage
@@ -315,12 +331,12 @@ class _Turn:
             f"({sorted(self.compiled.tools)!r}) nor offered by its MCP servers {servers!r}"
         )
 
-    def _handle_tool_call(self, event: ToolCallEvent, eid: str) -> list[Event]:
+    def _handle_tool_call(self, event: ToolCallEvent, eid: str) -> list[Event] | None:
         call_id = event.call_id or eid
         try:
             kind, target = self.resolve_tool(event.tool_name)
         except Suspend:
-            return []
+            return None
         except ToolError as exc:
             return _tool_failure(event.tool_name, call_id, "ToolError", str(exc), False)
         try:
@@ -328,7 +344,7 @@ class _Turn:
                 f"{eid}/tool", kind, target, {"arguments": dict(event.arguments)}, rate_key=None
             )
         except Suspend:
-            return []
+            return None
         if result.error is not None:
             err = result.error
             return _tool_failure(
@@ -338,13 +354,13 @@ class _Turn:
 
     # -- the model loop -----------------------------------------------------------------------
 
-    def _handle_chat(self, event: ChatModelEvent, eid: str) -> list[Event]:
+    def _handle_chat(self, event: ChatModelEvent, eid: str) -> list[Event] | None:
         try:
             answer, errors = self.model_loop(
                 eid, event.model, list(event.messages), event.max_iterations
             )
         except Suspend:
-            return []
+            return None
         children: list[Event] = list(errors)
         if answer is not None:
             children.append(

@@ -178,7 +178,7 @@ class AgentWorkflow(Workflow):
         state.messages.append(event.response)
         content = event.response.content or ""
         if self._adapter is None:
-            ctx.send_event(OutputEvent(content))
+            ctx.send_event(OutputEvent(output=content))
             return
         try:
             value = self._adapter.validate_json(_strip_fences(content))
@@ -201,7 +201,7 @@ class AgentWorkflow(Workflow):
                 )
             )
             return
-        ctx.send_event(OutputEvent(value))
+        ctx.send_event(OutputEvent(output=value))
 
     def __repr__(self) -> str:
         return (

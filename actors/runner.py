@@ -74,7 +74,7 @@ class LocalRunner:
 
         A plain value arrives as ``InputEvent(value)``; an `Event` is delivered as is.
         """
-        event = value if isinstance(value, Event) else InputEvent(value)
+        event = value if isinstance(value, Event) else InputEvent(input=value)
         return await self._turn(key, event, sender)
 
     async def run(self, inputs: Iterable[tuple[Hashable, Any]]) -> dict[Hashable, list[Any]]:

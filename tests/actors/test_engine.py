@@ -528,3 +528,60 @@ async def test_ctx_chat_and_search_are_journaled_calls_with_path_ids() -> None:
     ]
     assert outcome.outputs == ["Rome is sunny"]
     assert outcome.usage.output_tokens > 0
+
+
+class E2(Event):
+    pass
+
+
+class E3(Event):
+    pass
+
+
+SEEN_BY_DB: list[Any] = []
+
+
+class Interleaved(Workflow):
+    """A model answer's step writes state that a later event's step reads: the later step must
+    not run (and call with stale state) while the model answer is still missing."""
+
+    @model
+    @staticmethod
+    def llm():
+        return ScriptedModel(["from model"])
+
+    @context_source
+    @staticmethod
+    def db():
+        def query(payload: dict[str, Any]) -> str:
+            SEEN_BY_DB.append(payload["query"])
+            return "row"
+
+        return query
+
+    @step(InputEvent)
+    def s0(event: Event, state: Any, ctx: Any) -> None:
+        ctx.send_event(ChatModelEvent(model="llm", messages=["q"]))
+        ctx.send_event(E2())
+
+    @step(ChatModelResponseEvent)
+    def s1(event: ChatModelResponseEvent, state: Any, ctx: Any) -> None:
+        state["x"] = event.response.content
+
+    @step(E2)
+    def s2(event: Event, state: Any, ctx: Any) -> None:
+        ctx.send_event(E3())
+
+    @step(E3)
+    def s3(event: Event, state: Any, ctx: Any) -> None:
+        ctx.send_event(OutputEvent(ctx.search("db", state.get("x"))))
+
+
+async def test_steps_after_a_waiting_model_answer_wait_for_it() -> None:
+    SEEN_BY_DB.clear()
+    engine = AgentEngine(Interleaved())
+    first = engine.run_turn(engine.new_state(), InputEvent("x"), {}, address="a", turn_id="t")
+    assert [r.call_id for r in first.pending] == ["t/s0.0/model.0"]  # s3 did not run yet
+    outcome, requested = await _drive(engine, InputEvent("x"))
+    assert SEEN_BY_DB == ["from model"]
+    assert outcome.outputs == ["row"] and outcome.state["x"] == "from model"
