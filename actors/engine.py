@@ -132,11 +132,17 @@ class AgentEngine:
         address: Any,
         turn_id: str,
         sender: Any = None,
+        owned: bool = False,
     ) -> TurnOutcome:
         """Run one pass of the turn that handles ``event``. Pure: ``state`` is not mutated, and
-        the same inputs give the same outcome."""
+        the same inputs give the same outcome.
+
+        ``owned=True`` hands ``state`` over to the engine (e.g. freshly decoded from bytes for
+        this pass and not used again): it skips the defensive deep copy, which is the largest
+        cost of a small turn.
+        """
         turn = _Turn(self.compiled, journal, address=address, sender=sender, turn_id=turn_id)
-        return turn.run(copy.deepcopy(state), event)
+        return turn.run(state if owned else copy.deepcopy(state), event)
 
 
 class _Turn:

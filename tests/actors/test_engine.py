@@ -585,3 +585,40 @@ async def test_steps_after_a_waiting_model_answer_wait_for_it() -> None:
     outcome, requested = await _drive(engine, InputEvent("x"))
     assert SEEN_BY_DB == ["from model"]
     assert outcome.outputs == ["row"] and outcome.state["x"] == "from model"
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_results_arriving_in_any_order_and_batches_give_the_same_turn(seed: int) -> None:
+    """Journal a random subset of the pending calls at each pass: the calls requested and the
+    final outcome are those of the all-at-once run."""
+    import random
+
+    def wf() -> Workflow:
+        class Both(Forecast):
+            @step(InputEvent)
+            def also(event: Event, state: Any, ctx: Any) -> None:
+                state["w"] = ctx.call_tool("weather", city="Lima")
+
+        return Both()
+
+    reference, ref_requested = await _drive(AgentEngine(wf()), InputEvent("hi"))
+    rng = random.Random(seed)
+    engine = AgentEngine(wf())
+    executor = engine.executor()
+    state = engine.new_state()
+    journal: dict[str, EffectResult] = {}
+    requested: set[str] = set()
+    while True:
+        out = engine.run_turn(state, InputEvent("hi"), journal, address="a/k", turn_id="k:0")
+        if out.done:
+            break
+        requested.update(r.call_id for r in out.pending)
+        batch = rng.sample(out.pending, rng.randint(1, len(out.pending)))
+        for request in batch:
+            journal[request.call_id] = await executor.execute(request)
+    assert requested == set(ref_requested) == set(journal)
+    assert (out.outputs, out.state, out.errors) == (
+        reference.outputs,
+        reference.state,
+        reference.errors,
+    )
