@@ -429,8 +429,7 @@ class MCPServer(abc.ABC):
                 raise exc from None
             if name not in offered:
                 raise ToolError(
-                    f"MCP server {self.label} has no prompt {name!r}; it offers "
-                    f"{sorted(offered)!r}"
+                    f"MCP server {self.label} has no prompt {name!r}; it offers {sorted(offered)!r}"
                 ) from exc
             raise
         return "\n\n".join(_content_text([m.content]) for m in result.messages)
@@ -520,7 +519,9 @@ class MCPServerHTTP(MCPServer):
     ) -> None:
         super().__init__(timeout_s=timeout_s, start_timeout_s=start_timeout_s)
         if not url.startswith(("http://", "https://")):
-            raise ConfigError("url", f"{url!r} is not an http(s) URL", "pass e.g. 'http://127.0.0.1:8000/mcp'")
+            raise ConfigError(
+                "url", f"{url!r} is not an http(s) URL", "pass e.g. 'http://127.0.0.1:8000/mcp'"
+            )
         self.url = url
         self.headers = dict(headers or {})
 
@@ -541,7 +542,9 @@ class MCPServerHTTP(MCPServer):
 
 
 @contextlib.asynccontextmanager
-async def _http_transport(url: str, headers: dict[str, str], timeout_s: float) -> AsyncIterator[Any]:
+async def _http_transport(
+    url: str, headers: dict[str, str], timeout_s: float
+) -> AsyncIterator[Any]:
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
@@ -576,7 +579,11 @@ def _is_wrapped_output(schema: dict[str, Any] | None) -> bool:
     if not isinstance(schema, dict):
         return False
     props = schema.get("properties")
-    return isinstance(props, dict) and set(props) == {"result"} and schema.get("required") == ["result"]
+    return (
+        isinstance(props, dict)
+        and set(props) == {"result"}
+        and schema.get("required") == ["result"]
+    )
 
 
 def _content_text(blocks: list[Any]) -> str:
@@ -589,7 +596,9 @@ def _content_text(blocks: list[Any]) -> str:
         else:
             resource = getattr(block, "resource", None)
             inner = getattr(resource, "text", None)
-            parts.append(inner if isinstance(inner, str) else f"[{getattr(block, 'type', 'content')}]")
+            parts.append(
+                inner if isinstance(inner, str) else f"[{getattr(block, 'type', 'content')}]"
+            )
     return "\n".join(parts)
 
 

@@ -92,7 +92,9 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
-def _build_args_model(fn: Callable[..., Any], name: str, arg_docs: dict[str, str]) -> type[BaseModel]:
+def _build_args_model(
+    fn: Callable[..., Any], name: str, arg_docs: dict[str, str]
+) -> type[BaseModel]:
     """A pydantic model whose fields are the function's parameters (extra arguments forbidden)."""
     signature = inspect.signature(fn)
     try:
@@ -131,7 +133,9 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     props = schema.get("properties")
     if isinstance(props, dict):
         schema["properties"] = {
-            key: {k: v for k, v in value.items() if k != "title"} if isinstance(value, dict) else value
+            key: {k: v for k, v in value.items() if k != "title"}
+            if isinstance(value, dict)
+            else value
             for key, value in props.items()
         }
     schema.setdefault("properties", {})
@@ -169,7 +173,9 @@ class Tool:
         self._explicit_name = explicit_name
 
     @classmethod
-    def from_function(cls, fn: Callable[..., Any] | staticmethod[Any, Any], *, name: str | None = None) -> Tool:
+    def from_function(
+        cls, fn: Callable[..., Any] | staticmethod[Any, Any], *, name: str | None = None
+    ) -> Tool:
         """Make a tool from a plain function, a `staticmethod` object or a bound method.
 
         Args:

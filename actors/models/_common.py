@@ -75,7 +75,9 @@ def compute_cost(
     """USD cost of a call, or None when no price is configured (a missing side counts as 0)."""
     if price_per_mtok_in is None and price_per_mtok_out is None:
         return None
-    return (input_tokens * (price_per_mtok_in or 0.0) + output_tokens * (price_per_mtok_out or 0.0)) / 1e6
+    return (
+        input_tokens * (price_per_mtok_in or 0.0) + output_tokens * (price_per_mtok_out or 0.0)
+    ) / 1e6
 
 
 def usage_of(
@@ -93,7 +95,9 @@ def usage_of(
     )
 
 
-def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+def parse_retry_after(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
     """Seconds to wait from ``retry-after-ms``, ``Retry-After`` (seconds or HTTP date), or None."""
     if not headers:
         return None

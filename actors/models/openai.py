@@ -227,7 +227,8 @@ def _map_openai_error(exc: Exception, model: str, timeout_s: float) -> ModelErro
             )
         if status >= 500 or status == 408:
             return ModelRetryableError(
-                f"model {model!r}: server error (HTTP {status}): {detail}", retry_after_s=retry_after
+                f"model {model!r}: server error (HTTP {status}): {detail}",
+                retry_after_s=retry_after,
             )
         return ModelNonRetryableError(
             f"model {model!r} rejected the request (HTTP {status}): {detail}; "

@@ -86,7 +86,9 @@ class NativeToolStrategy(ToolStrategy):
                 arguments = "{}"
             elif not isinstance(arguments, str):  # some servers send an object; keep JSON text
                 arguments = json.dumps(arguments)
-            calls.append(ToolCall(id=raw.get("id") or f"call_{index}", name=name, arguments=arguments))
+            calls.append(
+                ToolCall(id=raw.get("id") or f"call_{index}", name=name, arguments=arguments)
+            )
         content = message.get("content")
         if content is not None and not isinstance(content, str):
             content = str(content)

@@ -7,6 +7,7 @@ behaviours on one process.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import signal
@@ -18,12 +19,11 @@ import pytest
 from actors.mcp import MCPServer, MCPServerHTTP, MCPServerStdio
 from actors.models import ToolSchema
 from protocols.errors import ConfigError, ToolError
-from tests.servers.fixtures import (  # noqa: F401
-    mcp_weather_command,
-    mcp_weather_http_process,
-    mcp_weather_http_url,
-    mcp_weather_stdio,
-)
+from tests.servers import fixtures
+from tests.servers.fixtures import mcp_weather_command, mcp_weather_http_process
+
+mcp_weather_stdio = fixtures.mcp_weather_stdio
+mcp_weather_http_url = fixtures.mcp_weather_http_url
 
 
 async def _check_listing_calls_and_prompts(server: MCPServer) -> None:
@@ -103,7 +103,7 @@ async def test_stdio_hang_times_out_and_crash_restarts() -> None:
         deadline = time.monotonic() + 10
         while server._session is not None and server._session.alive:
             assert time.monotonic() < deadline, "EOF of the killed server was not noticed"
-            await __import__("asyncio").sleep(0.05)
+            await asyncio.sleep(0.05)
         assert await server.call_tool("get_weather", {"city": "Paris"}) == "Paris: Sunny, 21 C"
         assert server.restarts == 2
     finally:

@@ -23,8 +23,12 @@ from actors.models.tool_strategy import (
 )
 from protocols.errors import ConfigError, ModelNonRetryableError, ModelRetryableError
 from protocols.events import ChatMessage, ToolCall
-from tests.servers.fixtures import read_stats, scripted_ollama, scripted_openai  # noqa: F401
+from tests.servers import fixtures
+from tests.servers.fixtures import read_stats
 from tests.servers.scripted_openai import Scripted, ScriptedOpenAIServer, content_hash
+
+scripted_openai = fixtures.scripted_openai
+scripted_ollama = fixtures.scripted_ollama
 
 WEATHER_TOOL = ToolSchema(
     name="get_weather",
@@ -166,7 +170,11 @@ async def test_openai_429_retry_after_http_date(scripted_openai: ScriptedOpenAIS
     from email.utils import formatdate
 
     scripted_openai.push(
-        Scripted(status=429, error_message="later", headers={"Retry-After": formatdate(time.time() + 30, usegmt=True)})
+        Scripted(
+            status=429,
+            error_message="later",
+            headers={"Retry-After": formatdate(time.time() + 30, usegmt=True)},
+        )
     )
     with pytest.raises(ModelRetryableError) as info:
         await _model(scripted_openai).chat([ChatMessage.user("x")])
@@ -315,7 +323,9 @@ class _UpperStrategy(NativeToolStrategy):
 
     name = "upper-test"
 
-    def build_request(self, request: dict[str, object], tools: list[ToolSchema]) -> dict[str, object]:
+    def build_request(
+        self, request: dict[str, object], tools: list[ToolSchema]
+    ) -> dict[str, object]:
         request = super().build_request(request, tools)
         return {**request, "extra_body": {"strategy": self.name}}
 
@@ -361,7 +371,9 @@ async def test_ollama_plain_answer_and_usage(scripted_ollama: ScriptedOpenAIServ
 
 @pytest.mark.integration
 async def test_ollama_tool_calls(scripted_ollama: ScriptedOpenAIServer) -> None:
-    scripted_ollama.push(Scripted.tool_call("get_weather", {"city": "Paris"}), Scripted.text("Sunny"))
+    scripted_ollama.push(
+        Scripted.tool_call("get_weather", {"city": "Paris"}), Scripted.text("Sunny")
+    )
     model = OllamaChatModel(host=scripted_ollama.host, model="m", options={"temperature": 0})
 
     first = await model.chat([ChatMessage.user("Weather?")], tools=[WEATHER_TOOL])
@@ -381,7 +393,9 @@ async def test_ollama_tool_calls(scripted_ollama: ScriptedOpenAIServer) -> None:
         ]
     )
     sent = scripted_ollama.requests[1].body["messages"]
-    assert sent[1]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
+    assert sent[1]["tool_calls"] == [
+        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    ]
     assert sent[2] == {"role": "tool", "content": "Sunny", "tool_name": "get_weather"}
 
 

@@ -169,7 +169,9 @@ async def test_invalid_arguments_raise_tool_error(arguments: object, fragment: s
 
 async def test_raising_tool_becomes_tool_error_with_cause() -> None:
     tool = Tool.from_function(explode)
-    with pytest.raises(ToolError, match=r"tool 'explode' raised RuntimeError: exploded: now") as info:
+    with pytest.raises(
+        ToolError, match=r"tool 'explode' raised RuntimeError: exploded: now"
+    ) as info:
         await tool.call({"reason": "now"})
     assert isinstance(info.value.__cause__, RuntimeError)
 

@@ -54,9 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -95,7 +93,9 @@ def start_line_server(
         waited = 0.0
         while not found:
             if proc.poll() is not None:
-                raise RuntimeError(f"{args!r} exited with {proc.returncode} before printing {marker!r}")
+                raise RuntimeError(
+                    f"{args!r} exited with {proc.returncode} before printing {marker!r}"
+                )
             if waited > timeout_s:
                 raise RuntimeError(f"{args!r} printed no {marker!r} line within {timeout_s}s")
             threading.Event().wait(deadline_step)

@@ -99,7 +99,9 @@ class Scripted:
         )
 
     @classmethod
-    def rate_limited(cls, retry_after_s: float | None = 1.0, message: str = "rate limited") -> Scripted:
+    def rate_limited(
+        cls, retry_after_s: float | None = 1.0, message: str = "rate limited"
+    ) -> Scripted:
         headers = {} if retry_after_s is None else {"Retry-After": f"{retry_after_s:g}"}
         return cls(status=429, error_message=message, headers=headers)
 
@@ -464,7 +466,10 @@ class ScriptedOpenAIServer:
 
         async def models(request: Request) -> Any:
             return JSONResponse(
-                {"object": "list", "data": [{"id": "scripted", "object": "model", "owned_by": "tests"}]}
+                {
+                    "object": "list",
+                    "data": [{"id": "scripted", "object": "model", "owned_by": "tests"}],
+                }
             )
 
         async def stats(request: Request) -> Any:
