@@ -13,7 +13,7 @@ Bounded (< 90 s on 2 cores). Three figures, all measured in this one run:
 The bridge is driven the way the Flink operator drives it: one thread submits (blocking when
 W calls are in flight) and polls completed results between submissions.
 
-Run: python bench/bench_bridge.py [--seconds 6] [--naive-records 4000]
+Run: python bench/bench_bridge.py [--seconds 4] [--naive-records 2000] [--skip-flink]
 The last line is one JSON object.
 """
 
@@ -29,10 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray
+# Ray's local-only mode: every Ray process on 127.0.0.1 (read when ray is imported).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from actors.effects import EffectKind, EffectRequest, EffectResult
-from flink_bridge.ray_pool import BridgeConfig, PoolConfig, RayBridge
+import ray  # noqa: E402
+
+from actors.effects import EffectKind, EffectRequest, EffectResult  # noqa: E402
+from flink_bridge.ray_pool import BridgeConfig, PoolConfig, RayBridge, connect_ray  # noqa: E402
 
 W = 200
 LATENCY_MS = 50.0
@@ -120,7 +123,7 @@ class NaiveModel:
 
 NAIVE_JOB = r"""
 import sys, time
-from pyflink.common import Configuration, Types
+from pyflink.common import Configuration, Time, Types
 from pyflink.datastream import StreamExecutionEnvironment, AsyncDataStream
 from pyflink.datastream.functions import AsyncFunction
 
@@ -142,7 +145,7 @@ config.set_string("python.client.executable", sys.executable)
 env = StreamExecutionEnvironment.get_execution_environment(config)
 env.set_parallelism(1)
 ds = env.from_collection(list(range(N)), type_info=Types.INT())
-out = AsyncDataStream.unordered_wait(ds, RayCall(), 60000, 200, Types.INT())
+out = AsyncDataStream.unordered_wait(ds, RayCall(), Time.seconds(60), 200, Types.INT())
 with out.execute_and_collect() as results:
     n = sum(1 for _ in results)
 print("NAIVE_DONE", n)
@@ -199,21 +202,20 @@ async def _naive_asyncio(records: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--pool-size", type=int, default=2)
-    parser.add_argument("--naive-records", type=int, default=4000)
-    parser.add_argument("--naive-timeout", type=float, default=60.0)
+    parser.add_argument("--naive-records", type=int, default=2000)
+    parser.add_argument("--budget-s", type=float, default=88.0, help="whole-run bound")
     parser.add_argument("--skip-flink", action="store_true")
     args = parser.parse_args()
 
     t0 = time.monotonic()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
+    connect_ray(
+        address=None,
         namespace="flink-actors-bench",
+        num_cpus=2,
         log_to_driver=False,
-        configure_logging=False,
+        connect_timeout_s=5.0,
     )
     try:
         r50 = run_bridge(LATENCY_MS, args.seconds, args.pool_size)
@@ -229,7 +231,10 @@ def main() -> None:
         try:
             if args.skip_flink:
                 raise RuntimeError("--skip-flink given")
-            naive = run_naive_flink(args.naive_records, args.naive_timeout)
+            left = args.budget_s - (time.monotonic() - t0) - 8.0  # keep room for the fallback
+            if left < 15:
+                raise RuntimeError(f"only {left:.0f}s of the time budget left for Flink")
+            naive = run_naive_flink(args.naive_records, left)
         except Exception as exc:  # noqa: BLE001 - report and fall back, visibly
             print(
                 f"naive baseline in Flink failed ({str(exc)[:300]}); measuring the naive "

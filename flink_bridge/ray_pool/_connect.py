@@ -6,9 +6,13 @@ Two traps this module handles, both measured (see docs/architecture.md / DESIGN.
   `sys.stderr` with objects that have no `fileno()`; `ray.init` calls `fileno()` on them and
   fails with "'StdErrCatcher' object has no attribute 'fileno'". `real_std_streams()` swaps in
   real file objects (`os.devnull`, or a log file) while Ray starts, then puts the originals back.
-- Ray picks the machine's non-loopback interface unless told otherwise: a local Ray is started
-  with ``_node_ip_address="127.0.0.1"``; a remote head is only ever reached at the address given
-  (and token auth is switched on for the client when a token is present).
+- Ray picks the machine's non-loopback interface unless told otherwise, and
+  ``_node_ip_address="127.0.0.1"`` alone does not help (Ray "resolves" a loopback address to the
+  machine's interface). Ray's local-only mode does: with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+  in the environment (read when ray is imported, inherited by its processes) every Ray process
+  binds and talks to 127.0.0.1, and Ray turns token auth on. `connect_ray` sets it for a Ray it
+  starts; a remote head is only ever reached at the address given (and token auth is switched
+  on for the client when a token is present).
 """
 
 from __future__ import annotations
@@ -98,6 +102,25 @@ def _enable_token_auth() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
+_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _local_only_mode() -> None:
+    """Keep a Ray started by this process on 127.0.0.1 (see the module docstring)."""
+    os.environ.setdefault(_LOCAL_ONLY_ENV, "0")
+    if os.environ[_LOCAL_ONLY_ENV] != "0":
+        logger.warning(
+            "%s=%r: a Ray started here may bind a non-loopback address",
+            _LOCAL_ONLY_ENV,
+            os.environ[_LOCAL_ONLY_ENV],
+        )
+        return
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
+        # ray was imported before the variable was set: apply what the import would have read.
+        constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]
+
+
 def connect_ray(
     *,
     address: str | None,
@@ -108,6 +131,8 @@ def connect_ray(
 ) -> bool:
     """Initialise Ray in this process unless it already is. Returns True if this call did it
     (so the caller owns the shutdown)."""
+    if address is None:
+        _local_only_mode()
     import ray
 
     if address is not None:

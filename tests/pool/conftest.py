@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+
+# Ray's local-only mode (everything on 127.0.0.1), set before anything imports ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")
@@ -15,16 +19,16 @@ def ray_local() -> Iterator[None]:
 
     # Workers cannot import the tests directory: ship the test executors by value.
     ray.cloudpickle.register_pickle_by_value(pool_executors)
-    owns = not ray.is_initialized()
-    if owns:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            namespace="flink-actors-tests",
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    from flink_bridge.ray_pool import connect_ray
+
+    # The bridge's own start-up path (loopback, no dashboard); bridges in the tests join it.
+    owns = connect_ray(
+        address=None,
+        namespace="flink-actors-tests",
+        num_cpus=2,
+        log_to_driver=False,
+        connect_timeout_s=5.0,
+    )
     yield
     if owns:
         ray.shutdown()

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import re
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from pool_executors import HttpModelExecutor, RetryAfterOnceExecutor, SleepExecutor
@@ -282,3 +287,48 @@ def test_ray_head_down_gives_the_fix() -> None:
     with pytest.raises(ConfigError, match="ray start --head") as info:
         bridge.start()
     assert "'127.0.0.1:1'" in str(info.value)
+
+
+LOOPBACK = {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                changed = True
+    return found
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+def test_ray_started_by_the_bridge_path_stays_on_loopback(
+    make_bridge: Callable[..., RayBridge],
+) -> None:
+    bridge = make_bridge(
+        functools.partial(SleepExecutor, 1), pools={EffectKind.MODEL: PoolConfig()}
+    )
+    bridge.submit(model_req("lo"))
+    assert drain(bridge, 1)["lo"].ok
+    ours = _descendants(os.getpid())
+    sockets = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True, check=True).stdout
+    checked = 0
+    for line in sockets.splitlines():
+        pids = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if not pids & ours:
+            continue
+        local, peer = line.split()[3:5]
+        checked += 1
+        assert local.rsplit(":", 1)[0] in LOOPBACK, line
+        assert peer.rsplit(":", 1)[0] in LOOPBACK | {"0.0.0.0", "*", "[::]"}, line
+    assert checked > 0  # Ray's processes do hold sockets: the check looked at them
