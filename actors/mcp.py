@@ -26,12 +26,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from actors.models.base import ToolSchema
 from protocols.errors import ConfigError, ToolError
@@ -357,7 +358,7 @@ class MCPServer(abc.ABC):
         return [
             ToolSchema(
                 name=t.name,
-                description=t.description or "",
+                description=inspect.cleandoc(t.description or ""),
                 parameters=dict(t.input_schema or {"type": "object", "properties": {}}),
             )
             for t in selected
@@ -556,7 +557,7 @@ async def _http_transport(
         yield streams
 
 
-def _errlog() -> IO[str]:
+def _errlog() -> TextIO:
     """Where a stdio server's stderr goes: ours when it is a real file, else /dev/null.
 
     Inside PyFlink's thread mode `sys.stderr` has no file descriptor, which a subprocess needs.
@@ -571,7 +572,7 @@ def _errlog() -> IO[str]:
         return _devnull
 
 
-_devnull: IO[str] | None = None
+_devnull: TextIO | None = None
 
 
 def _is_wrapped_output(schema: dict[str, Any] | None) -> bool:

@@ -31,7 +31,7 @@ async def _check_listing_calls_and_prompts(server: MCPServer) -> None:
     assert [t.name for t in tools] == ["list_user_orders", "get_weather"]
     assert all(isinstance(t, ToolSchema) for t in tools)
     weather = tools[1]
-    assert weather.description.startswith("Get the current weather for a city.")
+    assert weather.description.startswith("Get the current weather for a city.\n\nArgs:\n")
     assert weather.parameters["properties"]["city"]["type"] == "string"
     assert weather.parameters["required"] == ["city"]
 
@@ -63,6 +63,11 @@ async def _check_listing_calls_and_prompts(server: MCPServer) -> None:
         await server.get_prompt("no_such_prompt")
     # Errors do not poison the session.
     assert await server.call_tool("get_weather", {"city": "London"}) == "London: Rain, 14 C"
+
+    # One session serves many concurrent callers (one task per agent key in the runtime).
+    cities = [f"City{i}" for i in range(25)]
+    answers = await asyncio.gather(*(server.call_tool("get_weather", {"city": c}) for c in cities))
+    assert answers == [f"{c}: Clear, 20 C" for c in cities]
 
 
 async def _check_hang_times_out(server: MCPServer) -> None:

@@ -270,6 +270,24 @@ async def test_scripted_server_tool_mode(scripted_openai: ScriptedOpenAIServer) 
     assert second.message.content == "done: Sunny"
 
 
+@pytest.mark.integration
+async def test_scripted_server_serves_concurrent_slow_requests() -> None:
+    import asyncio
+
+    with ScriptedOpenAIServer(latency_s=0.3) as server:
+        model = _model(server)
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(model.chat([ChatMessage.user(f"q{i}")]) for i in range(20))
+        )
+        elapsed = time.monotonic() - started
+        await model.aclose()
+    assert [r.message.content for r in results] == [f"echo: q{i}" for i in range(20)]
+    assert server.calls == 20
+    assert server.max_in_flight > 1
+    assert elapsed < 20 * 0.3  # overlapped, not serial
+
+
 # -- secrets -------------------------------------------------------------------------------
 
 
