@@ -1,8 +1,8 @@
 """`up`, `down` and `status` of the whole local stack, used by the CLI and by test fixtures.
 
 Why a separate module: the CLI stays a thin layer of flags and printing, and the order and
-pre-checks live in one place. `up` checks everything it can before it starts anything (Java,
-jars, every port), so a bad set-up fails in a second with one line, not after a broker
+pre-checks live in one place. `up` checks everything it can before it starts anything (every
+port, Java, the jars), so a bad set-up fails in a second with one line, not after a broker
 started. Kafka and Ray start in parallel: each spends most of its start waiting on its own
 JVM/raylet, and on a 2-core machine that overlap saves tens of seconds.
 """
@@ -60,11 +60,8 @@ def _model_module() -> ModuleType | None:
     return importlib.import_module(MODEL_MODULE)
 
 
-def _precheck(config: StackConfig, *, flink_cluster_on: bool) -> None:
-    """Fail before starting anything: Java, jars and the ports of what is not running yet."""
-    find_java()
-    jars.kafka_broker_jars()
-    jars.flink_connector_jars()
+def _precheck_ports(config: StackConfig, *, flink_cluster_on: bool) -> None:
+    """Fail before starting anything if a port of a component that is not running is taken."""
     if kafka_broker.kafka_pid_file(config).live() is None:
         check_port_free(config.kafka_port, key="kafka_port", component="Kafka")
         check_port_free(
@@ -99,9 +96,13 @@ def up(
     model_mod = _model_module() if model else None
     if model and model_mod is None:
         raise ModelNotInstalledError()
+    # Cheap checks first (ports, Java), then the jars (which may need a mvn run).
+    _precheck_ports(config, flink_cluster_on=flink_cluster_on)
+    find_java()
     if fetch_jars:
         jars.ensure_jars()
-    _precheck(config, flink_cluster_on=flink_cluster_on)
+    jars.kafka_broker_jars()
+    jars.flink_connector_jars()
     config.state_dir.mkdir(parents=True, exist_ok=True)
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="stack-up") as pool:
