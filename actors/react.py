@@ -54,6 +54,7 @@ class AgentWorkflow(Workflow):
             picks the server); ``prompt``, when also given, is ignored.
         max_iterations: model calls allowed per input before giving up.
         output_retries: how often an answer that fails ``output_type`` validation is retried.
+        name: the agent's name (its agent type in addresses); default ``"AgentWorkflow"``.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class AgentWorkflow(Workflow):
         *,
         max_iterations: int = 10,
         output_retries: int = 1,
+        name: str | None = None,
     ) -> None:
         if not isinstance(model, ChatModel):
             raise UserError(
@@ -97,10 +99,15 @@ class AgentWorkflow(Workflow):
         self.remote_prompt = remote_prompt
         self.max_iterations = max_iterations
         self.output_retries = output_retries
+        self._name = name
         self._adapter: TypeAdapter[Any] | None = (
             None if output_type is None else TypeAdapter(output_type)
         )
         super().__init__()
+
+    @property
+    def name(self) -> str:
+        return self._name or type(self).__name__
 
     def _build(self) -> CompiledWorkflow:
         from actors.mcp import MCPServer

@@ -97,6 +97,12 @@ async def test_a_failing_model_is_reported_not_dropped() -> None:
     assert err.error_type == "ModelNonRetryableError" and "no answers left" in err.message
 
 
+def test_agent_name_is_its_agent_type() -> None:
+    agent = AgentWorkflow(model=TestModel(), name="pricing")
+    assert agent.name == "pricing" and str(LocalRunner(agent).address("k")) == "pricing/k"
+    assert AgentWorkflow(model=TestModel()).name == "AgentWorkflow"
+
+
 async def test_override_swaps_the_model_and_keeps_the_prompt() -> None:
     agent = AgentWorkflow(model=ScriptedModel([]), prompt="P", local_tools=[add])
     test_model = TestModel()
