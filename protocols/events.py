@@ -106,7 +106,9 @@ class ChatMessage(BaseModel):
         return cls(role="user", content=content)
 
     @classmethod
-    def assistant(cls, content: str | None, tool_calls: list[ToolCall] | None = None) -> ChatMessage:
+    def assistant(
+        cls, content: str | None, tool_calls: list[ToolCall] | None = None
+    ) -> ChatMessage:
         return cls(role="assistant", content=content, tool_calls=tool_calls or [])
 
     @classmethod

@@ -1,0 +1,374 @@
+"""The envelope wire format: a 12-byte fixed header, a msgpack header array, the payload.
+
+```
+offset size field
+0      2    magic "FA" (0x46 0x41)
+2      1    format version (1)
+3      1    flags (0; a reader refuses bits it does not know)
+4      4    header length H  (uint32, big-endian)
+8      4    payload length P (uint32, big-endian)
+12     H    header: msgpack array [recipient, type_name, type_version, message_id, sender,
+            correlation_id, causation_id, traceparent, tracestate, created_at, deadline,
+            attempt, headers]
+12+H   P    payload: msgpack of the message's JSON-mode dump, keyed by wire names
+```
+
+The header is positional (no field names on the wire) and comes before the payload, so
+routing (`peek_route`) reads 12 bytes plus one short array, and the payload is validated
+only by its consumer. docs/wire-format.md describes every field byte by byte.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import NamedTuple
+
+import msgpack
+
+from protocols.addresses import AgentAddress, TopicAddress, parse_address
+from protocols.envelope import Envelope, dump_payload, validate_payload_bytes
+from protocols.errors import SerializationError
+from protocols.failures import DeadLetterReason, DecodeFailure
+from protocols.ids import uuid_from_bytes
+from protocols.registry import MessageRegistry, default_registry
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "FORMAT_VERSION",
+    "HEADER_SIZE",
+    "MAGIC",
+    "RouteInfo",
+    "decode_envelope",
+    "encode_envelope",
+    "peek_route",
+]
+
+MAGIC = b"FA"
+FORMAT_VERSION = 1
+DEFAULT_MAX_BYTES = 1 << 20
+_HEADER = struct.Struct(">2sBBII")
+HEADER_SIZE = _HEADER.size  # 12
+
+_T = DeadLetterReason.TRUNCATED
+_MAL = DeadLetterReason.MALFORMED
+_new = object.__new__
+_setattr = object.__setattr__
+_unpackb = msgpack.unpackb
+# One shared Packer: `msgpack.packb` builds a new Packer per call, which costs more than
+# packing a header. Sharing is safe under the GIL because `pack` runs in C without calling
+# back into Python (no `default` hook) and resets its buffer after each call.
+_packb = msgpack.Packer().pack
+_unpack_header = _HEADER.unpack_from
+_pack_header = _HEADER.pack
+_FIELDS = tuple(Envelope.model_fields)
+_HEADER_ITEMS = 13
+
+
+class RouteInfo(NamedTuple):
+    """What routing needs, read without touching the payload."""
+
+    recipient: str
+    """The canonical recipient string: the Kafka key and the Flink key."""
+    type_name: str
+    type_version: int
+
+    @property
+    def address(self) -> AgentAddress | TopicAddress:
+        """The recipient parsed (cached)."""
+        return parse_address(self.recipient)
+
+
+def encode_envelope(env: Envelope) -> bytes:
+    """Serialize an envelope; raise `SerializationError` if it does not fit the format.
+
+    A payload that was decoded but never read is written back as the exact bytes it came
+    with, so forwarding an envelope costs no payload work.
+    """
+    private = env.__pydantic_private__
+    found = private["_payload"]  # type: ignore[index]
+    if found is not None:
+        payload = dump_payload(found)
+    elif private["_raw"] is not None:  # type: ignore[index]
+        payload = private["_raw"]  # type: ignore[index]
+    else:
+        payload = dump_payload(env.payload)  # raises: an envelope built without a payload
+    sender = env.sender
+    corr = env.correlation_id
+    caus = env.causation_id
+    deadline = env.deadline
+    try:
+        header = _packb(
+            (
+                str(env.recipient),
+                env.type_name,
+                env.type_version,
+                env.message_id.bytes,
+                None if sender is None else str(sender),
+                None if corr is None else corr.bytes,
+                None if caus is None else caus.bytes,
+                env.traceparent,
+                env.tracestate,
+                env.created_at,
+                deadline,
+                env.attempt,
+                env.headers,
+            )
+        )
+    except Exception as exc:
+        raise SerializationError(f"cannot serialize envelope {env.message_id}: {exc}") from exc
+    return b"".join(
+        (_pack_header(MAGIC, FORMAT_VERSION, 0, len(header), len(payload)), header, payload)
+    )
+
+
+def _frame(data: bytes, max_bytes: int) -> tuple[int, int] | DecodeFailure:
+    """Check the fixed header; return the end offsets of the header array and the payload."""
+    n = len(data)
+    if n > max_bytes:
+        return DecodeFailure(
+            DeadLetterReason.OVERSIZE,
+            f"envelope is {n} bytes; the limit is {max_bytes} (raise max_bytes to accept it)",
+            data,
+        )
+    if n < HEADER_SIZE:
+        if data[:2] != MAGIC[:n]:
+            return _bad_magic(data)
+        if n >= 3 and data[2] != FORMAT_VERSION:
+            return _unknown_format(data, data[2], 0)
+        return DecodeFailure(
+            _T, f"truncated envelope: {n} bytes, the fixed header alone is 12", data
+        )
+    magic, version, flags, h_len, p_len = _unpack_header(data)
+    if magic != MAGIC:
+        return _bad_magic(data)
+    if version != FORMAT_VERSION or flags:
+        return _unknown_format(data, version, flags)
+    header_end = HEADER_SIZE + h_len
+    end = header_end + p_len
+    if n < end:
+        return DecodeFailure(_T, f"truncated envelope: {n} bytes, the header announces {end}", data)
+    if n > end:
+        return DecodeFailure(
+            _MAL, f"{n - end} unexpected bytes after the envelope's {end} bytes", data
+        )
+    return header_end, end
+
+
+def _bad_magic(data: bytes) -> DecodeFailure:
+    return DecodeFailure(_MAL, f"not an envelope: magic {data[:2]!r}, expected {MAGIC!r}", data)
+
+
+def _unknown_format(data: bytes, version: int, flags: int) -> DecodeFailure:
+    return DecodeFailure(
+        DeadLetterReason.UNKNOWN_FORMAT_VERSION,
+        f"wire format version {version} with flags {flags:#04x}; this reader knows version "
+        f"{FORMAT_VERSION} with flags 0x00: upgrade the consumer",
+        data,
+    )
+
+
+def _header(data: bytes, header_end: int) -> list[object] | DecodeFailure:
+    """Unpack the header array and check its route part (the first three elements)."""
+    try:
+        header = _unpackb(data[HEADER_SIZE:header_end])
+    except Exception as exc:
+        return DecodeFailure(_MAL, f"header is not msgpack: {exc}", data)
+    if type(header) is not list or len(header) != _HEADER_ITEMS:
+        return DecodeFailure(
+            _MAL, f"header must be a {_HEADER_ITEMS}-element array, got {header!r:.200}", data
+        )
+    recipient, type_name, type_version = header[0], header[1], header[2]
+    if type(recipient) is not str or type(type_name) is not str or type(type_version) is not int:
+        return DecodeFailure(
+            _MAL,
+            f"header must start with [str, str, int], got {header[:3]!r:.200}",
+            data,
+        )
+    if type_version < 1:
+        return DecodeFailure(_MAL, f"type version {type_version} is not >= 1", data)
+    try:
+        parse_address(recipient)
+    except Exception as exc:
+        return DecodeFailure(_MAL, str(exc), data, type_name, type_version)
+    return header
+
+
+def peek_route(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> RouteInfo | DecodeFailure:
+    """Read recipient, type name and version without touching the payload. Never raises."""
+    try:
+        if type(data) is not bytes:
+            data = bytes(data)
+        frame = _frame(data, max_bytes)
+        if type(frame) is DecodeFailure:
+            return frame
+        header = _header(data, frame[0])  # type: ignore[index]
+        if type(header) is DecodeFailure:
+            return header
+        return tuple.__new__(RouteInfo, header[:3])  # type: ignore[index]
+    except Exception as exc:  # a bug of ours must not stop the job either
+        return _internal_failure(data, exc)
+
+
+def _internal_failure(data: object, exc: Exception) -> DecodeFailure:
+    raw = data if type(data) is bytes else b""
+    return DecodeFailure(_MAL, f"undecodable envelope: {type(exc).__name__}: {exc}", raw)  # type: ignore[arg-type]
+
+
+def _is_uuid(value: object) -> bool:
+    return type(value) is bytes and len(value) == 16  # type: ignore[arg-type]
+
+
+def decode_envelope(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    now: float | None = None,
+    registry: MessageRegistry | None = None,
+    validate: bool = True,
+) -> Envelope | DecodeFailure:
+    """Decode an envelope, or return a `DecodeFailure` saying why not. Never raises.
+
+    Checks, in order: size limit, fixed header (magic, format version, lengths), the header
+    array, the deadline against `now` (default: the clock), and that the type is registered.
+    With `validate` (the default) the payload is validated here too, so an invalid payload
+    is a failure now; with `validate=False` it is validated on first access of
+    `Envelope.payload` (use `Envelope.try_payload()` to keep that non-raising).
+    """
+    try:
+        if type(data) is not bytes:
+            data = bytes(data)
+        frame = _frame(data, max_bytes)
+        if type(frame) is DecodeFailure:
+            return frame
+        header_end, end = frame  # type: ignore[misc]
+        header = _header(data, header_end)
+        if type(header) is DecodeFailure:
+            return header
+        (
+            recipient,
+            type_name,
+            type_version,
+            mid,
+            sender,
+            corr,
+            caus,
+            traceparent,
+            tracestate,
+            created_at,
+            deadline,
+            attempt,
+            headers,
+        ) = header  # type: ignore[misc]
+        problem = _check_meta(header)  # type: ignore[arg-type]
+        if problem is not None:
+            return DecodeFailure(_MAL, problem, data, type_name, type_version, recipient)
+        if deadline is not None and deadline <= (time.time() if now is None else now):
+            return DecodeFailure(
+                DeadLetterReason.EXPIRED,
+                f"deadline {deadline} passed before delivery (attempt {attempt})",
+                data,
+                type_name,
+                type_version,
+                recipient,
+            )
+        raw = data[header_end:end]
+        reg = default_registry if registry is None else registry
+        resolved = reg.resolve(type_name, type_version)
+        payload = None
+        if resolved is None:
+            return _unknown_type(reg, data, type_name, type_version, recipient)
+        if validate:
+            payload = None
+            if not resolved.upcasters:
+                try:  # fast path; any trouble is classified by the slow path below
+                    payload = resolved.cls.__pydantic_validator__.validate_python(_unpackb(raw))
+                except Exception:
+                    payload = None
+            if payload is None:
+                result = validate_payload_bytes(raw, type_name, type_version, reg, recipient, data)
+                if type(result) is DecodeFailure:
+                    return result
+                payload = result
+        env = _new(Envelope)
+        _setattr(
+            env,
+            "__dict__",
+            {
+                "message_id": uuid_from_bytes(mid),
+                "type_name": type_name,
+                "type_version": type_version,
+                "recipient": parse_address(recipient),
+                "sender": None if sender is None else parse_address(sender),
+                "correlation_id": None if corr is None else uuid_from_bytes(corr),
+                "causation_id": None if caus is None else uuid_from_bytes(caus),
+                "traceparent": traceparent,
+                "tracestate": tracestate,
+                "created_at": float(created_at),
+                "deadline": None if deadline is None else float(deadline),
+                "attempt": attempt,
+                "headers": headers,
+            },
+        )
+        _setattr(env, "__pydantic_fields_set__", set(_FIELDS))
+        _setattr(env, "__pydantic_extra__", None)
+        _setattr(
+            env,
+            "__pydantic_private__",
+            {"_payload": payload, "_raw": raw, "_wire": data, "_registry": registry},
+        )
+        return env
+    except Exception as exc:  # a bug of ours must not stop the job either
+        return _internal_failure(data, exc)
+
+
+def _unknown_type(
+    reg: MessageRegistry, data: bytes, type_name: str, type_version: int, recipient: str
+) -> DecodeFailure:
+    known = reg.versions(reg.canonical_name(type_name))
+    return DecodeFailure(
+        DeadLetterReason.UNKNOWN_TYPE,
+        f"no message {type_name!r} version {type_version} is registered "
+        f"(known versions: {known or 'none'}); register it with "
+        f"@message({type_name!r}, version={type_version})",
+        data,
+        type_name,
+        type_version,
+        recipient,
+    )
+
+
+def _check_meta(header: list[object]) -> str | None:
+    """Type-check the header's non-route elements by hand (cheaper than a validator)."""
+    mid, sender, corr, caus, traceparent, tracestate, created_at, deadline, attempt, headers = (
+        header[3:]
+    )
+    if not _is_uuid(mid):
+        return f"message_id must be 16 bytes, got {mid!r:.60}"
+    if sender is not None:
+        if type(sender) is not str:
+            return f"sender must be an address string or nil, got {sender!r:.60}"
+        try:
+            parse_address(sender)
+        except Exception as exc:
+            return str(exc)
+    if corr is not None and not _is_uuid(corr):
+        return f"correlation_id must be 16 bytes or nil, got {corr!r:.60}"
+    if caus is not None and not _is_uuid(caus):
+        return f"causation_id must be 16 bytes or nil, got {caus!r:.60}"
+    if traceparent is not None and type(traceparent) is not str:
+        return f"traceparent must be a string or nil, got {traceparent!r:.60}"
+    if tracestate is not None and type(tracestate) is not str:
+        return f"tracestate must be a string or nil, got {tracestate!r:.60}"
+    if type(created_at) is not float and type(created_at) is not int:
+        return f"created_at must be a number, got {created_at!r:.60}"
+    if deadline is not None and type(deadline) is not float and type(deadline) is not int:
+        return f"deadline must be a number or nil, got {deadline!r:.60}"
+    if type(attempt) is not int or attempt < 1:
+        return f"attempt must be an int >= 1, got {attempt!r:.60}"
+    if type(headers) is not dict:
+        return f"headers must be a map, got {headers!r:.60}"
+    for key, value in headers.items():  # type: ignore[attr-defined]
+        if type(key) is not str or type(value) is not str:
+            return f"headers must map strings to strings, got {key!r:.60}: {value!r:.60}"
+    return None
