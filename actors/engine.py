@@ -354,7 +354,12 @@ class _Turn:
         if result.error is not None:
             err = result.error
             return _tool_failure(
-                event.tool_name, call_id, err.error_type, err.message, err.retryable
+                event.tool_name,
+                call_id,
+                err.error_type,
+                err.message,
+                err.retryable,
+                cause=f"{kind.value} {target!r} call {result.call_id!r}",
             )
         return [ToolResultEvent(tool_name=event.tool_name, result=result.value, call_id=call_id)]
 
@@ -421,6 +426,7 @@ class _Turn:
                         f"model {model_name!r} failed: {err.message}",
                         retryable=err.retryable,
                         source="ChatModelEvent",
+                        cause=f"model {model_name!r} call {result.call_id!r}",
                     )
                 )
                 return None, errors
@@ -485,13 +491,19 @@ class _Turn:
                 )
             )
         results = self.await_all([r for _, r in requests])
+        requests_by_j = dict(requests)
         for (j, _), result in zip(requests, results, strict=True):
             call = answer.tool_calls[j]
             if result.error is not None:
                 err = result.error
                 text = f"tool {call.name!r} failed: {err.error_type}: {err.message}"
                 failures[j] = _error(
-                    err.error_type, text, retryable=err.retryable, source="ChatModelEvent"
+                    err.error_type,
+                    text,
+                    retryable=err.retryable,
+                    source="ChatModelEvent",
+                    cause=f"{requests_by_j[j].kind.value} {requests_by_j[j].target!r} call "
+                    f"{result.call_id!r}",
                 )
                 replies[j] = ChatMessage.tool(call.id, f"error: {text}", name=call.name)
             else:
@@ -554,10 +566,20 @@ class _Turn:
 
 
 def _error(
-    error_type: str, message: str, *, retryable: bool = False, source: str | None = None
+    error_type: str,
+    message: str,
+    *,
+    retryable: bool = False,
+    source: str | None = None,
+    cause: str | None = None,
 ) -> ErrorEvent:
+    """An ErrorEvent; ``cause`` names the call that failed (its kind, target and call id)."""
     return ErrorEvent(
-        error_type=error_type, message=message, retryable=retryable, source_event=source
+        error_type=error_type,
+        message=message,
+        retryable=retryable,
+        source_event=source,
+        cause=cause,
     )
 
 
@@ -574,12 +596,18 @@ def _step_error(exc: Exception, event: Event, step_name: str) -> ErrorEvent:
 
 
 def _tool_failure(
-    tool_name: str, call_id: str, error_type: str, message: str, retryable: bool
+    tool_name: str,
+    call_id: str,
+    error_type: str,
+    message: str,
+    retryable: bool,
+    *,
+    cause: str | None = None,
 ) -> list[Event]:
     text = f"tool {tool_name!r} failed: {error_type}: {message}"
     return [
         ToolResultEvent(tool_name=tool_name, result=text, is_error=True, call_id=call_id),
-        _error(error_type, text, retryable=retryable, source="ToolCallEvent"),
+        _error(error_type, text, retryable=retryable, source="ToolCallEvent", cause=cause),
     ]
 
 

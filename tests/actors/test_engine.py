@@ -211,6 +211,7 @@ def test_a_failed_model_call_becomes_an_error_event() -> None:
     [err] = out.errors
     assert err.error_type == "ModelRetryableError" and err.retryable
     assert "429" in err.message and err.source_event == "ChatModelEvent"
+    assert err.cause == "model 'llm' call 't/on_event.0/model.0'"
 
 
 def test_tool_failures_and_bad_tool_calls_are_fed_back_and_reported() -> None:
@@ -242,6 +243,7 @@ def test_tool_failures_and_bad_tool_calls_are_fed_back_and_reported() -> None:
     for err, expected in zip(out.errors, messages, strict=True):
         assert expected in err.message
         assert err.error_type == "ToolError"
+    assert out.errors[0].cause == "tool 'explode' call 't/on_event.0/tool.0.0'"
 
 
 def test_max_iterations_becomes_an_error_event() -> None:
