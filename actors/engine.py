@@ -222,9 +222,17 @@ class _Turn:
                 ctx = RunnerContext(self, f"{eid}/{spec.name}", event)
                 try:
                     if spec.takes_self:
-                        spec.fn(self.compiled.instance, event, state, ctx)
+                        returned = spec.fn(self.compiled.instance, event, state, ctx)
                     else:
-                        spec.fn(event, state, ctx)
+                        returned = spec.fn(event, state, ctx)
+                    if isinstance(returned, Event):
+                        ctx.events.append(returned)  # `return SomeEvent(...)` emits it
+                    elif returned is not None:
+                        raise UserError(
+                            f"step {spec.name!r} returned {type(returned).__name__!r}; a step "
+                            "returns None or an Event; emit outputs with "
+                            "ctx.send_event(OutputEvent(value))"
+                        )
                 except Suspend:
                     barrier = True
                     continue

@@ -94,10 +94,15 @@ class LocalRunner:
         await self.drain()
         return dict(zip(per_key, results, strict=True))
 
-    async def drain(self) -> None:
-        """Wait until no timer is pending (timers may schedule more timers)."""
-        while self._timers:
-            await asyncio.gather(*list(self._timers), return_exceptions=True)
+    async def drain(self, *, timeout_s: float | None = None) -> None:
+        """Wait until no timer is pending (timers may schedule more timers); raise
+        `TimeoutError` after ``timeout_s`` (a workflow that reschedules forever never drains)."""
+
+        async def wait() -> None:
+            while self._timers:
+                await asyncio.gather(*list(self._timers), return_exceptions=True)
+
+        await asyncio.wait_for(wait(), timeout_s)
 
     def state(self, key: Hashable) -> Any:
         """The committed state of ``key`` (a fresh state when the key has not been seen)."""
@@ -133,9 +138,9 @@ class LocalRunner:
         """Blocking `run`."""
         return self._block(self.run(inputs))
 
-    def drain_sync(self) -> None:
+    def drain_sync(self, *, timeout_s: float | None = None) -> None:
         """Blocking `drain`."""
-        self._block(self.drain())
+        self._block(self.drain(timeout_s=timeout_s))
 
     def close_sync(self) -> None:
         """Blocking `aclose`; also closes the private event loop."""

@@ -624,3 +624,17 @@ async def test_results_arriving_in_any_order_and_batches_give_the_same_turn(seed
         reference.state,
         reference.errors,
     )
+
+
+def test_a_step_may_return_an_event_and_nothing_else() -> None:
+    class Returns(Workflow):
+        @step(InputEvent)
+        def go(event: InputEvent, state: Any, ctx: Any) -> Any:
+            return OutputEvent(event.input) if event.input != "bad" else 42
+
+    engine = AgentEngine(Returns())
+    out = engine.run_turn(engine.new_state(), InputEvent("ok"), {}, address="a", turn_id="t")
+    assert out.outputs == ["ok"] and out.errors == []
+    out = engine.run_turn(engine.new_state(), InputEvent("bad"), {}, address="a", turn_id="t")
+    [err] = out.errors
+    assert err.error_type == "UserError" and "returned 'int'" in err.message

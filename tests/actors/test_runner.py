@@ -118,3 +118,21 @@ async def test_sync_twins_refuse_to_run_inside_a_loop() -> None:
 async def test_unknown_keys_have_a_fresh_state() -> None:
     runner = LocalRunner(Timer())
     assert runner.state("never").messages == []
+
+
+async def test_drain_times_out_on_a_workflow_that_reschedules_forever() -> None:
+    class Forever(Workflow):
+        @step(InputEvent)
+        def start(event: InputEvent, state: Any, ctx: Any) -> None:
+            ctx.schedule(0.001, Tick(n=1))
+
+        @step
+        def tick(event: Tick, state: Any, ctx: Any) -> None:
+            ctx.schedule(0.001, Tick(n=event.n + 1))
+
+    runner = LocalRunner(Forever())
+    await runner.send("k", 0)
+    with pytest.raises(TimeoutError):
+        await runner.drain(timeout_s=0.1)
+    await runner.aclose()
+    assert runner.state("k") is not None
