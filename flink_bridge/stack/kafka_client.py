@@ -71,7 +71,8 @@ class KafkaClient:
             )
             for name in wanted
         ]
-        futures = self.admin().create_topics(topics, operation_timeout=timeout_s)
+        admin = self.admin()  # keep a reference: the futures die with their client
+        futures = admin.create_topics(topics, operation_timeout=timeout_s)
         for name, future in futures.items():
             try:
                 future.result(timeout=timeout_s)
@@ -80,7 +81,7 @@ class KafkaClient:
                     raise DeliveryError(f"cannot create topic {name!r}: {exc}") from exc
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            known = self.admin().list_topics(timeout=5).topics
+            known = admin.list_topics(timeout=5).topics
             if all(name in known and not known[name].error for name in wanted):
                 return
             time.sleep(0.2)
@@ -88,7 +89,8 @@ class KafkaClient:
 
     def delete_topics(self, names: Iterable[str], *, timeout_s: float = 30.0) -> None:
         """Delete topics; missing ones are ignored."""
-        futures = self.admin().delete_topics(list(names), operation_timeout=timeout_s)
+        admin = self.admin()
+        futures = admin.delete_topics(list(names), operation_timeout=timeout_s)
         for future in futures.values():
             try:
                 future.result(timeout=timeout_s)
