@@ -13,7 +13,14 @@ from typing import Any
 from uuid import UUID
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from protocols.addresses import AgentAddress, TopicAddress, WireAddress
 from protocols.errors import SerializationError, UserError
@@ -132,19 +139,22 @@ class Envelope(EnvelopeHeader):
             traceparent = traceparent if traceparent is not None else cause.traceparent
             tracestate = tracestate if tracestate is not None else cause.tracestate
             deadline = deadline if deadline is not None else cause.deadline
-        env = cls(
-            type_name=entry.name,
-            type_version=entry.version,
-            recipient=recipient,  # type: ignore[arg-type]
-            sender=sender,  # type: ignore[arg-type]
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            traceparent=traceparent,
-            tracestate=tracestate,
-            deadline=deadline,
-            attempt=attempt,
-            headers=dict(headers) if headers else {},
-        )
+        try:
+            env = cls(
+                type_name=entry.name,
+                type_version=entry.version,
+                recipient=recipient,  # type: ignore[arg-type]
+                sender=sender,  # type: ignore[arg-type]
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                traceparent=traceparent,
+                tracestate=tracestate,
+                deadline=deadline,
+                attempt=attempt,
+                headers=dict(headers) if headers else {},
+            )
+        except ValidationError as exc:
+            raise UserError(f"cannot wrap a {entry.name!r} message: {exc}") from exc
         env._payload = payload
         env._registry = registry
         return env

@@ -167,7 +167,7 @@ class MessageRegistry:
         Entries already registered are checked too, so the order of pin and import is free.
         """
         messages = snapshot.get("messages", {})
-        problems = self.compare(snapshot)
+        problems = self.compare(snapshot, require_all=False)
         with self._lock:
             self._pinned = {name: dict(versions) for name, versions in messages.items()}
         incompatible = [p for p in problems if not p.startswith("new:")]
@@ -295,8 +295,12 @@ class MessageRegistry:
             messages.setdefault(entry.name, {})[str(entry.version)] = record
         return {"format": SNAPSHOT_FORMAT, "messages": messages}
 
-    def compare(self, snapshot: dict[str, Any]) -> list[str]:
-        """Differences with a recorded snapshot; lines starting 'new:' are compatible additions."""
+    def compare(self, snapshot: dict[str, Any], *, require_all: bool = True) -> list[str]:
+        """Differences with a recorded snapshot; lines starting 'new:' are compatible additions.
+
+        With `require_all`, a recorded (name, version) that is no longer registered is a
+        problem too (old messages of it could not be read).
+        """
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             return [
                 f"snapshot format {snapshot.get('format')!r} unknown; expected {SNAPSHOT_FORMAT}"
@@ -308,6 +312,8 @@ class MessageRegistry:
             for version, old in sorted(versions.items(), key=lambda kv: int(kv[0])):
                 new = current.get(name, {}).get(version)
                 if new is None:
+                    if not require_all:
+                        continue
                     problems.append(
                         f"message {name!r} version {version} is recorded but no longer "
                         "registered; old messages of it could not be read"
