@@ -1,0 +1,53 @@
+"""The shared session fixtures of tests/conftest.py work as documented (others depend on them)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_kafka_fixture_round_trip(kafka, kafka_bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+    assert kafka_bootstrap.startswith("127.0.0.1:")
+    topic = f"fx-{uuid.uuid4().hex[:8]}"
+    kafka.create_topics([topic], partitions=3)
+    kafka.create_topics([topic], partitions=3)  # existing topics are fine
+    assert kafka.partitions(topic) == [0, 1, 2]
+    sent = [(f"key-{i}", f"value-{i}") for i in range(30)]
+    assert kafka.produce(topic, sent) == 30
+    got = kafka.consume(topic, 30, timeout=60)
+    assert sorted((r.key, r.value) for r in got) == sorted(
+        (k.encode(), v.encode()) for k, v in sent
+    )
+    # Same key, same partition: per-key order is kept.
+    by_key: dict[bytes | None, list[int]] = {}
+    for record in sorted(got, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(record.key, []).append(record.partition)
+    assert all(len(set(parts)) == 1 for parts in by_key.values())
+    # Fewer than asked on timeout, never more.
+    assert len(kafka.consume(topic, 31, timeout=3)) == 30
+
+
+def test_ray_head_fixture_joins_with_token(ray_head) -> None:  # type: ignore[no-untyped-def]
+    import ray
+
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == ray_head.env["RAY_AUTH_TOKEN_PATH"]
+    ray.init(address=ray_head.address, log_to_driver=False)
+    try:
+
+        @ray.remote
+        def square(x: int) -> int:
+            return x * x
+
+        assert ray.get([square.remote(i) for i in range(5)], timeout=120) == [0, 1, 4, 9, 16]
+    finally:
+        ray.shutdown()
+
+
+def test_local_stack_fixture(local_stack) -> None:  # type: ignore[no-untyped-def]
+    assert local_stack.kafka.bootstrap_servers == local_stack.config.kafka_bootstrap
+    assert local_stack.ray.address == local_stack.config.ray_address
