@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as _TopicPartition
@@ -44,11 +45,11 @@ def _b(data: bytes | str | None) -> bytes | None:
 class KafkaClient:
     """Admin, producer and consumer helpers bound to one bootstrap address."""
 
-    def __init__(self, bootstrap_servers: str, *, extra: Mapping[str, object] | None = None):
+    def __init__(self, bootstrap_servers: str, *, extra: Mapping[str, Any] | None = None):
         self.bootstrap_servers = bootstrap_servers
         self._extra = dict(extra or {})
 
-    def _conf(self, **conf: object) -> dict[str, object]:
+    def _conf(self, **conf: Any) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap_servers, **self._extra, **conf}
 
     def admin(self) -> AdminClient:
@@ -131,12 +132,15 @@ class KafkaClient:
         count = 0
         for record in records:
             key, value = record if isinstance(record, tuple) else (None, record)
-            kwargs: dict[str, object] = {"key": _b(key), "value": _b(value)}
-            if partition is not None:
-                kwargs["partition"] = partition
             while True:
                 try:
-                    producer.produce(topic, on_delivery=on_delivery, **kwargs)
+                    producer.produce(
+                        topic,
+                        key=_b(key),
+                        value=_b(value),
+                        partition=-1 if partition is None else partition,  # -1: partitioner
+                        on_delivery=on_delivery,
+                    )
                     break
                 except BufferError:
                     producer.poll(0.1)
@@ -191,9 +195,9 @@ class KafkaClient:
                         continue
                     out.append(
                         ConsumedRecord(
-                            topic=msg.topic(),
-                            partition=msg.partition(),
-                            offset=msg.offset(),
+                            topic=msg.topic() or topic,
+                            partition=msg.partition() or 0,
+                            offset=msg.offset() or 0,
                             key=msg.key(),
                             value=msg.value(),
                             timestamp_ms=msg.timestamp()[1],
