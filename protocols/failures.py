@@ -11,6 +11,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import msgpack
 
@@ -83,6 +84,11 @@ _DL_FORMAT = 1
 _DL_HEADER = struct.Struct(">2sBB")
 
 
+def _expect(value: object, kind: Any, name: str) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise SerializationError(f"malformed dead letter: {name} is {value!r:.60}")
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """One dead-lettered input: why, the original bytes, and where they were read from.
@@ -142,6 +148,15 @@ class DeadLetter:
             (reason, message, original, topic, partition, offset, failed_at, tname, tver, rcpt) = (
                 fields
             )
+            _expect(message, str, "message")
+            _expect(original, bytes, "original")
+            _expect(topic, str | None, "source_topic")
+            _expect(partition, int | None, "source_partition")
+            _expect(offset, int | None, "source_offset")
+            _expect(failed_at, float | int, "failed_at")
+            _expect(tname, str | None, "type_name")
+            _expect(tver, int | None, "type_version")
+            _expect(rcpt, str | None, "recipient")
             return cls(
                 reason=DeadLetterReason(reason),
                 message=message,
@@ -154,6 +169,8 @@ class DeadLetter:
                 type_version=tver,
                 recipient=rcpt,
             )
+        except SerializationError:
+            raise
         except Exception as exc:
             raise SerializationError(f"malformed dead letter: {exc}") from exc
 

@@ -10,9 +10,7 @@ from pydantic import ValidationError
 from protocols import AgentAddress, TopicAddress, UserError, parse_address
 
 agent_types = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,20}", fullmatch=True)
-keys = st.text(
-    alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40
-)
+keys = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
 topics = st.from_regex(r"[A-Za-z0-9._\-]{1,30}", fullmatch=True)
 
 
