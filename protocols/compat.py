@@ -10,6 +10,7 @@ A change is compatible when readers of either version can read messages of the o
   or the new field also accepts the old name and old readers had a default;
 - adding enum values is compatible (readers declare how they read an unknown value, e.g.
   with `OpenStrEnum`); removing one is not;
+- changing a default is not (writers leave default values out of the payload);
 - any other change of a field's type is incompatible.
 
 Descriptors are plain JSON data, so they can be committed as a snapshot and compared in CI.
@@ -23,7 +24,7 @@ from pydantic import AliasChoices, BaseModel, TypeAdapter
 
 __all__ = ["compare_descriptors", "describe_message"]
 
-_DROP_KEYS = frozenset({"title", "description", "default", "examples", "deprecated"})
+_DROP_KEYS = frozenset({"title", "description", "examples", "deprecated"})
 
 
 def _accepted_names(name: str, info: Any, model: type[BaseModel]) -> list[str]:
@@ -72,6 +73,15 @@ def _field_schema(info: Any) -> Any:
     return _normalize(schema, schema.get("$defs", {}))
 
 
+def _default_of(info: Any) -> Any:
+    """The JSON form of a field's default (writers leave defaults out: readers must agree)."""
+    try:
+        value = info.get_default(call_default_factory=True, validated_data={})
+        return TypeAdapter(Any).dump_python(value, mode="json")
+    except Exception:
+        return {"x-unrepresentable-default": repr(info.default)}
+
+
 def describe_message(model: type[BaseModel]) -> dict[str, Any]:
     """A JSON-able description of `model`'s wire schema, keyed by wire (serialized) name."""
     fields: dict[str, Any] = {}
@@ -82,6 +92,8 @@ def describe_message(model: type[BaseModel]) -> dict[str, Any]:
             "required": info.is_required(),
             "schema": _field_schema(info),
         }
+        if not info.is_required():
+            fields[wire]["default"] = _default_of(info)
     return {"class": f"{model.__module__}.{model.__qualname__}", "fields": fields}
 
 
@@ -93,10 +105,24 @@ def _short(node: Any) -> str:
     return repr(node)[:80]
 
 
+def _default_problem(path: str, old: Any, new: Any) -> str:
+    return (
+        f"field {path!r}: default changed from {old!r} to {new!r}; writers leave defaults out, "
+        "so old readers would read the old default"
+    )
+
+
 def _compare_nodes(old: Any, new: Any, path: str, out: list[str]) -> None:
     if old == new:
         return
     if isinstance(old, dict) and isinstance(new, dict):
+        if "default" in old or "default" in new:
+            if "default" in old and "default" in new and old["default"] != new["default"]:
+                out.append(_default_problem(path, old["default"], new["default"]))
+            old = {k: v for k, v in old.items() if k != "default"}
+            new = {k: v for k, v in new.items() if k != "default"}
+            _compare_nodes(old, new, path, out)
+            return
         if "enum" in old and "enum" in new:
             removed = [v for v in old["enum"] if v not in new["enum"]]
             if removed:
@@ -163,6 +189,12 @@ def compare_descriptors(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         old_field = old_fields[carriers[0]]
         if field["required"] and not old_field["required"]:
             problems.append(f"field {wire!r} became required; old messages may lack it")
+        if (
+            "default" in field
+            and "default" in old_field
+            and field["default"] != old_field["default"]
+        ):
+            problems.append(_default_problem(wire, old_field["default"], field["default"]))
         _compare_nodes(old_field["schema"], field["schema"], wire, problems)
     # Old readers reading new messages: each required old field must still be written.
     for wire, field in sorted(old_fields.items()):

@@ -80,9 +80,16 @@ _pack = msgpack.Packer().pack  # shared: see protocols.wire
 
 
 def dump_payload(payload: BaseModel) -> bytes:
-    """The msgpack bytes of a payload: its JSON-mode dump, by alias (the wire names)."""
+    """The msgpack bytes of a payload: its JSON-mode dump, by alias, without default values.
+
+    Leaving out fields equal to their default makes the payload smaller and cheaper to read
+    (the reader fills in its default); `protocols.compat` therefore treats a changed default
+    as an incompatible change.
+    """
     try:
-        data = type(payload).__pydantic_serializer__.to_python(payload, mode="json", by_alias=True)
+        data = type(payload).__pydantic_serializer__.to_python(
+            payload, mode="json", by_alias=True, exclude_defaults=True
+        )
         return _pack(data)  # type: ignore[no-any-return]
     except Exception as exc:
         raise SerializationError(

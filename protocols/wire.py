@@ -238,13 +238,41 @@ def decode_envelope(
     try:
         if type(data) is not bytes:
             data = bytes(data)
-        frame = _frame(data, max_bytes)
-        if type(frame) is DecodeFailure:
-            return frame
-        header_end, end = frame  # type: ignore[misc]
-        header = _header(data, header_end)
-        if type(header) is DecodeFailure:
-            return header
+        # Fast path first, checks inlined; anything unusual is classified by the slow path.
+        n = len(data)
+        header = None
+        if HEADER_SIZE <= n <= max_bytes:
+            magic, version, flags, h_len, p_len = _unpack_header(data)
+            header_end = HEADER_SIZE + h_len
+            end = header_end + p_len
+            if magic == MAGIC and version == FORMAT_VERSION and not flags and n == end:
+                try:
+                    header = _unpackb(data[HEADER_SIZE:header_end])
+                except Exception:
+                    header = None
+                if (
+                    type(header) is not list
+                    or len(header) != _HEADER_ITEMS
+                    or type(header[0]) is not str
+                    or type(header[1]) is not str
+                    or type(header[2]) is not int
+                    or header[2] < 1
+                ):
+                    header = None
+                else:
+                    try:
+                        recipient_address = parse_address(header[0])
+                    except Exception:
+                        header = None
+        if header is None:
+            frame = _frame(data, max_bytes)
+            if type(frame) is DecodeFailure:
+                return frame
+            header_end, end = frame  # type: ignore[misc]
+            header = _header(data, header_end)
+            if type(header) is DecodeFailure:
+                return header
+            recipient_address = parse_address(header[0])  # type: ignore[index]
         (
             recipient,
             type_name,
@@ -298,7 +326,7 @@ def decode_envelope(
                 "message_id": uuid_from_bytes(mid),
                 "type_name": type_name,
                 "type_version": type_version,
-                "recipient": parse_address(recipient),
+                "recipient": recipient_address,
                 "sender": None if sender is None else parse_address(sender),
                 "correlation_id": None if corr is None else uuid_from_bytes(corr),
                 "causation_id": None if caus is None else uuid_from_bytes(caus),

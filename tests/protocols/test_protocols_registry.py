@@ -319,3 +319,34 @@ def test_nested_model_changes_are_named_by_path() -> None:
     reg = _pinned(Order)
     with pytest.raises(UserError, match=r"'lines\[\]\.qty' was added without a default"):
         message("shop.Order", registry=reg)(OrderV2)
+
+
+def test_changed_default_is_incompatible_because_defaults_are_not_written() -> None:
+    class Line(BaseModel):
+        qty: int = 1
+
+    class Order(BaseModel):
+        priority: int = 0
+        lines: list[Line] = []
+
+    class PriorityChanged(BaseModel):
+        priority: int = 5
+        lines: list[Line] = []
+
+    class LineV2(BaseModel):
+        qty: int = 2
+
+    class NestedChanged(BaseModel):
+        priority: int = 0
+        lines: list[LineV2] = []
+
+    with pytest.raises(UserError, match=r"'priority': default changed from 0 to 5"):
+        message("shop.Order", registry=_pinned(Order))(PriorityChanged)
+    with pytest.raises(UserError, match=r"'lines\[\]\.qty': default changed from 1 to 2"):
+        message("shop.Order", registry=_pinned(Order))(NestedChanged)
+    # A default equal to the value is left out of the payload, and read back.
+    reg = MessageRegistry()
+    message("shop.Order", registry=reg)(Order)
+    env = Envelope.wrap(Order(lines=[Line()]), recipient="shop/1", registry=reg)
+    assert len(env.payload_bytes) < 20
+    assert _send(Order(lines=[Line()]), reg, reg) == Order(lines=[Line()])

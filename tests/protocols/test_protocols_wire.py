@@ -81,8 +81,8 @@ def test_fixed_header_layout() -> None:
     assert header[:3] == ["topic:tool-results", "flink_actors.ToolResultEvent", 1]
     assert header[4:9] == [None, None, None, None, None]
     payload = msgpack.unpackb(data[12 + h_len :])
-    assert payload == {"tool_name": "search", "result": {"hits": [1, 2]}, "is_error": False,
-                       "call_id": "c1"}  # fmt: skip
+    # Fields equal to their default (is_error=False) are left out; the reader fills them in.
+    assert payload == {"tool_name": "search", "result": {"hits": [1, 2]}, "call_id": "c1"}
 
 
 def test_peek_route_reads_without_the_payload() -> None:
