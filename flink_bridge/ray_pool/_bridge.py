@@ -335,6 +335,7 @@ class RayBridge:
     ) -> None:
         from ray.exceptions import RayActorError
 
+        returned: set[int] = set()  # positions in `batch` whose results came back
         try:
             if pool.suspect[index]:
                 # The actor failed a batch lately: send nothing until it answers again, so
@@ -343,30 +344,53 @@ class RayBridge:
                     self._fail_lost(pool, batch, f"worker {index} did not come back", False)
                     return
                 pool.suspect[index] = False
-            results: list[EffectResult] = await pool.actors[index].execute_batch.remote(batch)
+            actor = pool.actors[index]
+            if pool.config.stream_results:
+                stream = actor.execute_stream.options(num_returns="streaming").remote(batch)
+                async for ref in stream:
+                    chunk: list[tuple[int, EffectResult]] = await ref
+                    returned.update(i for i, _ in chunk)
+                    pool.outstanding[index] -= len(chunk)
+                    self._complete([r for _, r in chunk])
+                if len(returned) != len(batch):  # a broken worker: one result per call, always
+                    self._fail_lost(
+                        pool,
+                        [r for i, r in enumerate(batch) if i not in returned],
+                        "the worker returned no result",
+                        True,
+                    )
+                    returned.update(range(len(batch)))
+                return
+            results: list[EffectResult] = await actor.execute_batch.remote(batch)
+            returned.update(range(len(batch)))
+            pool.outstanding[index] -= len(batch)
+            if len(results) != len(batch):
+                self._complete(self._match(batch, results))
+            else:
+                self._complete(results)
         except RayActorError as exc:
             pool.suspect[index] = True
-            await self._on_worker_lost(pool, index, batch, resubmits, undelivered, exc)
-            return
+            lost = [r for i, r in enumerate(batch) if i not in returned]
+            pool.outstanding[index] -= len(lost)
+            returned.update(range(len(batch)))
+            await self._on_worker_lost(pool, index, lost, resubmits, undelivered, exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.error("batch to %s worker %d failed: %s", pool.kind.value, index, exc)
+            failed = [r for i, r in enumerate(batch) if i not in returned]
+            pool.outstanding[index] -= len(failed)
+            returned.update(range(len(batch)))
             self._complete(
                 [
                     _failed(
                         r, AgentRunError, f"the {pool.kind.value!r} worker failed the batch: {exc}"
                     )
-                    for r in batch
+                    for r in failed
                 ]
             )
-            return
         finally:
-            pool.outstanding[index] -= len(batch)
-        if len(results) != len(batch):  # a broken worker; keep the one-result-per-call promise
-            self._complete(self._match(batch, results))
-        else:
-            self._complete(results)
+            pool.outstanding[index] -= len(batch) - len(returned)
 
     async def _on_worker_lost(
         self,

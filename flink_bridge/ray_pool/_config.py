@@ -25,6 +25,9 @@ class PoolConfig:
       `restart_timeout_s` for one to answer. Right for calls that are safe to
       repeat (model calls, lookups); for side-effecting tools set it False and the calls come
       back as `DeliveryError` results, never lost silently.
+    - `stream_results`: workers send results back as calls finish (a Ray streaming
+      generator) instead of once per batch, so one slow call does not hold back its
+      batch-mates; False uses one plain `execute_batch` call per batch.
     - `admission`: rate limits, retries, deadlines, breakers for this pool. Rate limits are
       global to the pool: each of its `size` actors enforces ``1/size`` of every limit.
     """
@@ -36,6 +39,7 @@ class PoolConfig:
     resubmit_on_worker_loss: bool = True
     max_resubmits: int = 2
     restart_timeout_s: float = 30.0
+    stream_results: bool = True
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from actors.admission import AdmissionConfig, AdmissionController
 from actors.effects import EffectError, EffectExecutor, EffectRequest, EffectResult
@@ -74,6 +74,42 @@ class EffectWorker:
         if len(requests) == 1:
             return [await self._one(requests[0], executor)]
         return list(await asyncio.gather(*(self._one(r, executor) for r in requests)))
+
+    async def execute_stream(
+        self, requests: list[EffectRequest], linger_s: float = 0.005
+    ) -> AsyncIterator[list[tuple[int, EffectResult]]]:
+        """Like `execute_batch`, but yields ``(position, result)`` chunks as calls finish.
+
+        Called with ``num_returns="streaming"``: a slow call no longer holds back the results
+        of its batch-mates (nor their in-flight slots in the bridge). Calls finishing within
+        `linger_s` of each other share a chunk, so a batch of equally fast calls still comes
+        back in one message.
+        """
+        self._calls += len(requests)
+        self._batches += 1
+        executor = self._get_executor()
+        if executor is None:
+            assert self._factory_error is not None
+            error = self._factory_error
+            yield [
+                (i, EffectResult(call_id=r.call_id, error=error, attempts=0))
+                for i, r in enumerate(requests)
+            ]
+            return
+        tasks = [asyncio.ensure_future(self._one(r, executor)) for r in requests]
+        position = {task: i for i, task in enumerate(tasks)}
+        pending: set[asyncio.Future[EffectResult]] = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if pending and linger_s > 0:
+                    # Wait a little for batch-mates (returns at once when all are done).
+                    late, pending = await asyncio.wait(pending, timeout=linger_s)
+                    done |= late
+                yield [(position[t], t.result()) for t in done]
+        finally:
+            for task in pending:
+                task.cancel()
 
     async def _one(self, request: EffectRequest, executor: EffectExecutor) -> EffectResult:
         try:

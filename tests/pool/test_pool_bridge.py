@@ -82,12 +82,13 @@ def test_pool_sizing_and_spread(make_bridge: Callable[..., RayBridge]) -> None:
     assert no_pool is not None and no_pool.error_type == "ConfigError" and "mcp" in no_pool.message
 
 
-def test_batching_isolates_failures(make_bridge: Callable[..., RayBridge]) -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "batch"])
+def test_batching_isolates_failures(make_bridge: Callable[..., RayBridge], stream: bool) -> None:
     bridge = make_bridge(
         functools.partial(SleepExecutor, 5),
         batch_max=32,
         batch_window_ms=20,
-        pools={EffectKind.MODEL: PoolConfig(size=1)},
+        pools={EffectKind.MODEL: PoolConfig(size=1, stream_results=stream)},
     )
     n = 60
     for i in range(n):
@@ -106,6 +107,28 @@ def test_batching_isolates_failures(make_bridge: Callable[..., RayBridge]) -> No
     # Many calls per Ray call: all 60 ran in at most a few batches.
     stats = ray.get(bridge.pools[EffectKind.MODEL].actors[0].stats.remote())
     assert stats["calls"] == n and stats["batches"] <= 4
+
+
+def test_slow_call_does_not_hold_back_its_batch_mates(
+    make_bridge: Callable[..., RayBridge],
+) -> None:
+    bridge = make_bridge(
+        SleepExecutor, batch_max=8, batch_window_ms=50, pools={EffectKind.MODEL: PoolConfig()}
+    )
+    started = time.monotonic()
+    bridge.submit(model_req("slow", ms=1500))
+    for i in range(7):
+        bridge.submit(model_req(f"fast{i}", ms=10))
+    fast: dict[str, float] = {}
+    while len(fast) < 7:
+        assert time.monotonic() - started < 1.2, f"fast calls held back: {sorted(fast)}"
+        for r in bridge.wait(0.2):
+            assert r.call_id != "slow"
+            fast[r.call_id] = time.monotonic() - started
+    assert bridge.in_flight == 1  # the fast calls' slots are free already
+    stats = ray.get(bridge.pools[EffectKind.MODEL].actors[0].stats.remote())
+    assert stats["batches"] == 1  # they did share one Ray call
+    assert drain(bridge, 1)["slow"].ok
 
 
 def test_rate_limit_is_honoured(make_bridge: Callable[..., RayBridge]) -> None:
