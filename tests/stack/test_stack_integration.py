@@ -70,7 +70,8 @@ def _stack_pids(config: StackConfig) -> list[int]:
 
 @pytest.fixture(scope="module")
 def project() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="fa-cli-", dir="/tmp"))
+    # Short: Ray keeps its unix sockets under <state_dir>/ray/tmp only if that path is short.
+    root = Path(tempfile.mkdtemp(prefix="fa-c-", dir="/tmp"))
     ports = _free_ports(6)
     (root / "flink-actors.toml").write_text(
         "\n".join(
@@ -96,6 +97,7 @@ def project() -> Iterator[Path]:
         if os.environ.get("FLINK_ACTORS_KEEP_TEST_STATE") != "1":
             import shutil
 
+            shutil.rmtree(ray_head.ray_temp_dir(load_config(root, environ={})), ignore_errors=True)
             shutil.rmtree(root, ignore_errors=True)
 
 
