@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from flink_bridge.stack.config import StackConfig
+from flink_bridge.stack.config import StackConfig, load_config
 from flink_bridge.stack.errors import StackStartError
 from flink_bridge.stack.health import (
     LOOPBACK,
@@ -88,13 +88,17 @@ def ray_temp_dir(config: StackConfig) -> Path:
     return Path(tempfile.gettempdir()) / f"fa-ray-{digest}"
 
 
-def connect_env(config: StackConfig) -> dict[str, str]:
+def connect_env(config: StackConfig | None = None) -> dict[str, str]:
     """Env vars a client process needs to reach this head with its token.
+
+    `config` defaults to `load_config()` of the current folder (what `flink-actors up` used).
 
     Set them before ``ray.init`` in the client (e.g. ``os.environ.update(connect_env(cfg))``)
     and then call ``ray.init(address=env["RAY_ADDRESS"])`` (or plain ``ray.init()``, which
     reads RAY_ADDRESS).
     """
+    if config is None:
+        config = load_config()
     return {
         "RAY_ADDRESS": config.ray_address,
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
