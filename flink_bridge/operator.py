@@ -54,14 +54,14 @@ class OperatorOptions:
         poll_interval_ms: int = 5,
         max_in_flight: int = 200,
         bridge: str = "ray",
-        ray_address: str | None = None,
+        ray_env: dict[str, str] | None = None,
         drain_timeout_s: float = 300.0,
     ) -> None:
         self.agent_type = agent_type
         self.poll_interval_ms = poll_interval_ms
         self.max_in_flight = max_in_flight
         self.bridge = bridge
-        self.ray_address = ray_address
+        self.ray_env = dict(ray_env or {})
         self.drain_timeout_s = drain_timeout_s
 
 
@@ -153,13 +153,17 @@ class AgentProcessFunction:
 
             bridge: Any = InProcessBridge(factory, max_in_flight=self.options.max_in_flight)
         else:
+            import os
+
             from flink_bridge.ray_pool import BridgeConfig, RayBridge
 
+            # The head's address, token path and loopback switch (see stack.ray_head).
+            os.environ.update(self.options.ray_env)
             bridge = RayBridge(
                 factory,
                 config=BridgeConfig(
                     max_in_flight=self.options.max_in_flight,
-                    ray_address=self.options.ray_address,
+                    ray_address=self.options.ray_env.get("RAY_ADDRESS"),
                 ),
             )
         bridge.start()

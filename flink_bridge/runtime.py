@@ -22,7 +22,7 @@ from flink_bridge.environment import RuntimeConfig
 from flink_bridge.operator import ERRORS_TAG_NAME, OperatorOptions, build_process_function
 from protocols.errors import UserError
 
-__all__ = ["AgentRuntime", "default_key"]
+__all__ = ["AgentRuntime", "default_key", "ray_client_env"]
 
 KeySelector = Callable[[Any], str]
 
@@ -120,10 +120,11 @@ class AgentRuntime:
         *,
         agent_type: str | None = None,
         effects: str = "ray",
-        ray_address: str | None = None,
+        ray_env: dict[str, str] | None = None,
     ) -> AgentRuntime:
         """Run `agent` on every key. `effects="ray"` (default) executes model, tool and MCP
-        calls in the Ray pool; `"in-process"` runs them inside the Flink worker."""
+        calls in the Ray pool (the head `flink-actors up` started, or the one `ray_env` names:
+        see `ray_client_env`); `"in-process"` runs them inside the Flink worker."""
         from pyflink.common import Types
         from pyflink.datastream import OutputTag
 
@@ -140,7 +141,7 @@ class AgentRuntime:
             poll_interval_ms=self._config.poll_interval_ms,
             max_in_flight=self._config.max_in_flight,
             bridge=effects,
-            ray_address=ray_address or os.environ.get("FLINK_ACTORS_RAY_ADDRESS"),
+            ray_env=(ray_env or ray_client_env()) if effects == "ray" else None,
         )
         errors_tag = OutputTag(ERRORS_TAG_NAME, Types.STRING())
         function = build_process_function(engine, options, errors_tag=errors_tag)
@@ -179,6 +180,36 @@ class AgentRuntime:
         )
         rows = self._outputs.map(_to_json, output_type=Types.STRING())
         return table_env.from_data_stream(rows).alias("output")
+
+
+_RAY_CLIENT_VARS = (
+    "RAY_ADDRESS",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+    "RAY_AUTH_MODE",
+    "RAY_AUTH_TOKEN_PATH",
+    "RAY_AUTH_TOKEN",
+)
+
+
+def ray_client_env() -> dict[str, str]:
+    """What a Flink worker needs to join the Ray head: from the environment when RAY_ADDRESS is
+    set there, else from the stack that `flink-actors up` started in this project."""
+    if os.environ.get("RAY_ADDRESS"):
+        env = {k: os.environ[k] for k in _RAY_CLIENT_VARS if k in os.environ}
+        env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps Ray on 127.0.0.1
+        return env
+    from flink_bridge.stack.config import load_config
+    from flink_bridge.stack.health import Health
+    from flink_bridge.stack.ray_head import connect_env, status_ray
+
+    config = load_config()
+    if status_ray(config).health != Health.UP:
+        raise UserError(
+            f"no Ray head is running at {config.ray_address!r}; start the local stack with "
+            "`flink-actors up`, set RAY_ADDRESS to a running head, or use "
+            "apply(..., effects='in-process')"
+        )
+    return connect_env(config)
 
 
 def _table_env_of(table: Any) -> Any:
