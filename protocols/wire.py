@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 import time
 from typing import NamedTuple
+from uuid import UUID, SafeUUID
 
 import msgpack
 
@@ -62,6 +63,8 @@ _packb = msgpack.Packer().pack
 _unpack_header = _HEADER.unpack_from
 _pack_header = _HEADER.pack
 _FIELDS = tuple(Envelope.model_fields)
+_from_bytes = int.from_bytes
+_SAFE = SafeUUID.unknown
 _HEADER_ITEMS = 13
 
 
@@ -103,10 +106,10 @@ def encode_envelope(env: Envelope) -> bytes:
                 str(env.recipient),
                 env.type_name,
                 env.type_version,
-                env.message_id.bytes,
+                env.message_id.int.to_bytes(16, "big"),
                 None if sender is None else str(sender),
-                None if corr is None else corr.bytes,
-                None if caus is None else caus.bytes,
+                None if corr is None else corr.int.to_bytes(16, "big"),
+                None if caus is None else caus.int.to_bytes(16, "big"),
                 env.traceparent,
                 env.tracestate,
                 env.created_at,
@@ -288,9 +291,29 @@ def decode_envelope(
             attempt,
             headers,
         ) = header  # type: ignore[misc]
-        problem = _check_meta(header)  # type: ignore[arg-type]
-        if problem is not None:
-            return DecodeFailure(_MAL, problem, data, type_name, type_version, recipient)
+        # The common shapes checked inline; _check_meta says what is wrong with the others.
+        if not (
+            type(mid) is bytes
+            and len(mid) == 16
+            and (corr is None or (type(corr) is bytes and len(corr) == 16))
+            and (caus is None or (type(caus) is bytes and len(caus) == 16))
+            and (traceparent is None or type(traceparent) is str)
+            and (tracestate is None or type(tracestate) is str)
+            and type(created_at) is float
+            and (deadline is None or type(deadline) is float)
+            and type(attempt) is int
+            and attempt >= 1
+            and type(headers) is dict
+            and (not headers or _all_str(headers))
+        ):
+            problem = _check_meta(header)  # type: ignore[arg-type]
+            if problem is not None:
+                return DecodeFailure(_MAL, problem, data, type_name, type_version, recipient)
+        if sender is not None:
+            try:
+                sender = parse_address(sender)
+            except Exception as exc:
+                return DecodeFailure(_MAL, str(exc), data, type_name, type_version, recipient)
         if deadline is not None and deadline <= (time.time() if now is None else now):
             return DecodeFailure(
                 DeadLetterReason.EXPIRED,
@@ -318,16 +341,19 @@ def decode_envelope(
                 if type(result) is DecodeFailure:
                     return result
                 payload = result
+        message_id = _new(UUID)
+        _setattr(message_id, "int", _from_bytes(mid, "big"))
+        _setattr(message_id, "is_safe", _SAFE)
         env = _new(Envelope)
         _setattr(
             env,
             "__dict__",
             {
-                "message_id": uuid_from_bytes(mid),
+                "message_id": message_id,
                 "type_name": type_name,
                 "type_version": type_version,
                 "recipient": recipient_address,
-                "sender": None if sender is None else parse_address(sender),
+                "sender": sender,
                 "correlation_id": None if corr is None else uuid_from_bytes(corr),
                 "causation_id": None if caus is None else uuid_from_bytes(caus),
                 "traceparent": traceparent,
@@ -364,6 +390,16 @@ def _unknown_type(
         type_version,
         recipient,
     )
+
+
+def _all_str(headers: dict[object, object]) -> bool:
+    """True when every key and value is a str (`str.join` checks that in C)."""
+    try:
+        "".join(headers)  # type: ignore[arg-type]
+        "".join(headers.values())  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
 
 
 def _check_meta(header: list[object]) -> str | None:
