@@ -95,11 +95,26 @@ def _check_head(address: str, timeout_s: float) -> None:
 
 
 def _enable_token_auth() -> None:
-    """A loopback head started with token auth requires clients to say so (RAY_AUTH_MODE)."""
+    """A loopback head runs with token auth; its clients must say so (``RAY_AUTH_MODE=token``)
+    and find the token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``).
+
+    Ray reads the mode into a cached config when it is imported, so when ray was imported
+    before this runs, the cache is refreshed the way Ray's own token setup does it.
+    """
     if "RAY_AUTH_MODE" in os.environ:
         return
-    if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists():
-        os.environ["RAY_AUTH_MODE"] = "token"
+    token_path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    has_token = (
+        bool(os.environ.get("RAY_AUTH_TOKEN"))
+        or (Path(token_path) if token_path else Path.home() / ".ray" / "auth_token").exists()
+    )
+    if not has_token:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray._raylet" in sys.modules:
+        from ray._raylet import Config  # ray's cached config (private; same call as ray's own)
+
+        Config.initialize("")
 
 
 _LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -133,10 +148,11 @@ def connect_ray(
     (so the caller owns the shutdown)."""
     if address is None:
         _local_only_mode()
+    else:
+        _check_head(address, connect_timeout_s)
+        _enable_token_auth()
     import ray
 
-    if address is not None:
-        _check_head(address, connect_timeout_s)
     if ray.is_initialized():
         return False
     kwargs: dict[str, object] = {
@@ -148,7 +164,6 @@ def connect_ray(
     if address is None:
         kwargs.update(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     else:
-        _enable_token_auth()
         kwargs["address"] = address
     with real_std_streams():
         try:
