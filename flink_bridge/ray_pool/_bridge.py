@@ -8,14 +8,20 @@ does its Ray I/O on its own background thread running an asyncio loop:
 ```
 operator thread                       bridge thread (asyncio)                  Ray
 submit(req) -- slot? --> pending ---> batcher: <= batch_max per kind, ------> EffectWorker
-  (blocks when max_in_flight            window batch_window_ms                .execute_batch
-   calls are not completed:          await ref -> results -> completed  <---  (admission inside)
+  (blocks when max_in_flight            window batch_window_ms                .execute_stream
+   calls are not completed:          result chunks -> completed  <-------  (admission inside)
    Flink backpressure)
 poll() / wait() <------------------------------------ completed
 ```
 
 Why batching: one Ray call per record measured 14% of the concurrency bound (DESIGN.md);
-per-call overhead dominates, so up to `batch_max` requests share one Ray call.
+per-call overhead dominates, so up to `batch_max` requests share one Ray call. Results come
+back as the calls finish (a Ray streaming generator, `PoolConfig.stream_results`), in chunks
+of calls that finished close together, so one slow model call does not hold back the results
+and the in-flight slots of its batch-mates.
+
+A slot is freed when its call completes, not when its result is polled: `submit` blocking in
+`process_element` can therefore never wait on the same thread's next `poll` (no deadlock).
 
 Memory is bounded by `max_in_flight` requests in the pipeline; completed results wait in a
 queue until polled (the operator polls on every timer, so that queue stays small).
