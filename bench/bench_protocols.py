@@ -76,7 +76,7 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--round-s", type=float, default=1.5)
+    parser.add_argument("--round-s", type=float, default=1.0)
     parser.add_argument("--pin", action="store_true", help="pin the process to one CPU")
     args = parser.parse_args()
     if args.pin and hasattr(os, "sched_setaffinity"):

@@ -202,6 +202,30 @@ def peek_route(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> RouteInfo 
     try:
         if type(data) is not bytes:
             data = bytes(data)
+        n = len(data)
+        if HEADER_SIZE <= n <= max_bytes:  # fast path, checks inlined
+            magic, version, flags, h_len, p_len = _unpack_header(data)
+            header_end = HEADER_SIZE + h_len
+            if (
+                magic == MAGIC
+                and version == FORMAT_VERSION
+                and not flags
+                and n == header_end + p_len
+            ):
+                try:
+                    header = _unpackb(data[HEADER_SIZE:header_end])
+                    route = header[:3]
+                    if (
+                        type(header) is list
+                        and len(header) == _HEADER_ITEMS
+                        and type(route[1]) is str
+                        and type(route[2]) is int
+                        and route[2] >= 1
+                    ):
+                        parse_address(route[0])
+                        return tuple.__new__(RouteInfo, route)
+                except Exception:
+                    pass  # the slow path below says what is wrong
         frame = _frame(data, max_bytes)
         if type(frame) is DecodeFailure:
             return frame
