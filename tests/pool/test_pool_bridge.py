@@ -19,7 +19,7 @@ from pool_executors import HttpModelExecutor, RetryAfterOnceExecutor, SleepExecu
 from actors.admission import AdmissionConfig, RateLimit
 from actors.effects import EffectKind, EffectRequest, EffectResult
 from flink_bridge.ray_pool import BridgeConfig, PoolConfig, RayBridge
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, UserError
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
 
@@ -303,6 +303,33 @@ def test_backpressure_bounds_in_flight(make_bridge: Callable[..., RayBridge]) ->
     assert max(block_times[:bound]) < 0.1  # below the bound, submit does not block
     assert submit_s >= (n - bound) / bound * 0.2 * 0.8  # beyond it, it waits for completions
     assert max(r.value["peak"] for r in results.values()) <= bound
+
+
+def test_close_releases_a_blocked_submitter(make_bridge: Callable[..., RayBridge]) -> None:
+    bridge = make_bridge(
+        functools.partial(SleepExecutor, 5000),
+        max_in_flight=1,
+        pools={EffectKind.MODEL: PoolConfig()},
+    )
+    bridge.submit(model_req("first"))
+    raised: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            bridge.submit(model_req("second"))
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            raised.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.3)
+    assert thread.is_alive()  # blocked: the one slot is taken
+    bridge.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], UserError)
+    with pytest.raises(UserError, match="start"):
+        bridge.submit(model_req("third"))
 
 
 def test_ray_head_down_gives_the_fix() -> None:
