@@ -22,4 +22,4 @@ def register_builtins(registry: MessageRegistry | None = None) -> None:
     """Register every built-in event under its `builtin_name`, version 1 (idempotent)."""
     target = default_registry if registry is None else registry
     for cls in BUILTIN_EVENTS:
-        target.register(cls, cls.builtin_name, 1)
+        target.register(cls, getattr(cls, "builtin_name"), 1)  # noqa: B009 (a ClassVar of subclasses)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID, SafeUUID
 
 import msgpack
@@ -171,7 +171,7 @@ def _unknown_format(data: bytes, version: int, flags: int) -> DecodeFailure:
     )
 
 
-def _header(data: bytes, header_end: int) -> list[object] | DecodeFailure:
+def _header(data: bytes, header_end: int) -> list[Any] | DecodeFailure:
     """Unpack the header array and check its route part (the first three elements)."""
     try:
         header = _unpackb(data[HEADER_SIZE:header_end])
@@ -267,7 +267,7 @@ def decode_envelope(
             data = bytes(data)
         # Fast path first, checks inlined; anything unusual is classified by the slow path.
         n = len(data)
-        header = None
+        header: Any = None
         if HEADER_SIZE <= n <= max_bytes:
             magic, version, flags, h_len, p_len = _unpack_header(data)
             header_end = HEADER_SIZE + h_len
