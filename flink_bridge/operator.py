@@ -23,6 +23,8 @@ processing-time timers never fire after the input ends.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import json
 import logging
 import time
@@ -78,6 +80,23 @@ def _make_process_function_base() -> type:
     from pyflink.datastream import KeyedProcessFunction
 
     return KeyedProcessFunction
+
+
+@contextlib.contextmanager
+def _jvm_signal_handlers_kept() -> Iterator[None]:
+    """Keep `ray.init` from taking over SIGSEGV inside the JVM (thread mode).
+
+    The JVM raises SIGSEGV on purpose (safepoint polls, implicit null checks) and handles it.
+    `ray.init` enables Python's faulthandler unless it is already on; faulthandler then catches
+    the JVM's SIGSEGV, re-raises it with kill(), and the TaskManager dies. Ray only checks
+    `faulthandler.is_enabled()`, so it is made to answer True while Ray starts.
+    """
+    original = faulthandler.is_enabled
+    faulthandler.is_enabled = lambda: True  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        faulthandler.is_enabled = original  # type: ignore[assignment]
 
 
 class _EngineFactory:
@@ -159,6 +178,10 @@ class AgentProcessFunction:
 
             # The head's address, token path and loopback switch (see stack.ray_head).
             os.environ.update(self.options.ray_env)
+            # Ray's core worker installs absl's failure signal handler over the JVM's SIGSEGV
+            # handler; the JVM raises SIGSEGV on purpose (safepoints, null checks), so with the
+            # handler in place the TaskManager dies at its first one.
+            os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
             bridge = RayBridge(
                 factory,
                 config=BridgeConfig(
@@ -166,7 +189,8 @@ class AgentProcessFunction:
                     ray_address=self.options.ray_env.get("RAY_ADDRESS"),
                 ),
             )
-        bridge.start()
+        with _jvm_signal_handlers_kept():
+            bridge.start()
         return bridge
 
     def close(self) -> None:
