@@ -131,3 +131,11 @@ def test_unserializable_payload_raises_serialization_error() -> None:
     env = Envelope.wrap(InputEvent(object()), recipient="a/b")
     with pytest.raises(SerializationError, match="InputEvent"):
         encode_envelope(env)
+
+
+def test_a_failed_encode_leaves_the_shared_packer_clean() -> None:
+    with pytest.raises(SerializationError, match="out of range"):
+        encode_envelope(Envelope.wrap(InputEvent({"big": 2**70}), recipient="a/b"))
+    env = Envelope.wrap(InputEvent(1), recipient="a/b")
+    decoded = decode_envelope(encode_envelope(env))
+    assert isinstance(decoded, Envelope) and decoded == env
