@@ -169,14 +169,10 @@ class RestLookup(ContextSource):
                 last = exc
                 continue
             if status in _RETRY_STATUS:
-                last = httpx.HTTPStatusError(
-                    f"HTTP {status}", request=httpx.Request(endpoint.method, url), response=None
-                )  # type: ignore[arg-type]
+                last = _status_error(endpoint.method, url, status, raw)
                 continue
             if status >= 400:
-                cause = httpx.HTTPStatusError(
-                    f"HTTP {status}", request=httpx.Request(endpoint.method, url), response=None
-                )  # type: ignore[arg-type]
+                cause = _status_error(endpoint.method, url, status, raw)
                 raise self._error(
                     f"endpoint {ename!r} answered HTTP {status}: "
                     f"{raw[:200].decode('utf-8', 'replace')!r}",
@@ -228,3 +224,12 @@ def _decode(raw: bytes, content_type: str) -> Any:
         except ValueError:
             pass
     return raw.decode("utf-8", "replace")
+
+
+def _status_error(method: str, url: str, status: int, raw: bytes) -> Exception:
+    """An `httpx.HTTPStatusError` carrying the (capped) response, as the error's cause."""
+    import httpx
+
+    request = httpx.Request(method, url)
+    response = httpx.Response(status, request=request, content=raw[:1000])
+    return httpx.HTTPStatusError(f"HTTP {status} from {url}", request=request, response=response)
