@@ -33,6 +33,9 @@ __all__ = [
     "SchemaStyle",
     "ToolCallFormatError",
     "answer_schema",
+    "parse_answer",
+    "rewrite_history",
+    "tool_rounds",
     "validate_tool_call",
 ]
 
@@ -70,8 +73,8 @@ def _rebuild_format_error(message: str, raw: str, feedback: str) -> ToolCallForm
     return ToolCallFormatError(message, raw=raw, feedback=feedback)
 
 
-def answer_schema(tools: list[ToolSchema]) -> dict[str, Any]:
-    """The JSON schema of one answer: a call of one of `tools` or a final answer."""
+def answer_schema(tools: list[ToolSchema], *, allow_final: bool = True) -> dict[str, Any]:
+    """The JSON schema of one answer: a call of one of `tools`, or (if allowed) a final one."""
     variants: list[dict[str, Any]] = [
         {
             "type": "object",
@@ -84,14 +87,15 @@ def answer_schema(tools: list[ToolSchema]) -> dict[str, Any]:
         }
         for tool in tools
     ]
-    variants.append(
-        {
-            "type": "object",
-            "properties": {"final": {"type": "string"}},
-            "required": ["final"],
-            "additionalProperties": False,
-        }
-    )
+    if allow_final or not variants:
+        variants.append(
+            {
+                "type": "object",
+                "properties": {"final": {"type": "string"}},
+                "required": ["final"],
+                "additionalProperties": False,
+            }
+        )
     return {"anyOf": variants}
 
 
@@ -120,25 +124,46 @@ def _tools_prompt(tools: list[ToolSchema]) -> str:
 class JsonToolStrategy(ToolStrategy):
     """Offer tools as a constrained JSON answer instead of the ``tools`` parameter.
 
+    Two turn policies help small models, which otherwise answer from thin air or repeat the
+    same call forever; both only narrow the schema of one answer:
+
     Args:
         schema_style: ``"json_schema"`` (OpenAI form, the default) or ``"json_object"``
             (llama-cpp-python's server).
+        first_turn_tool: Right after a user message, allow only a tool call (like
+            ``tool_choice="required"``); later answers may be final.
+        max_tool_rounds: After this many tool-call turns since the last user message, allow
+            only a final answer. None: no limit (the agent's own iteration cap applies).
     """
 
     name = "json"
 
-    def __init__(self, schema_style: SchemaStyle = "json_schema") -> None:
+    def __init__(
+        self,
+        schema_style: SchemaStyle = "json_schema",
+        *,
+        first_turn_tool: bool = False,
+        max_tool_rounds: int | None = None,
+    ) -> None:
         if schema_style not in ("json_schema", "json_object"):
             raise ConfigError(
                 "schema_style",
                 f"unknown style {schema_style!r}",
                 "use 'json_schema' (OpenAI, vLLM, Ollama) or 'json_object' (llama-cpp-python)",
             )
+        if max_tool_rounds is not None and max_tool_rounds < 1:
+            raise ConfigError(
+                "max_tool_rounds", f"must be >= 1 or None, got {max_tool_rounds!r}", "pass 1"
+            )
         self.schema_style: SchemaStyle = schema_style
+        self.first_turn_tool = first_turn_tool
+        self.max_tool_rounds = max_tool_rounds
 
-    def response_format(self, tools: list[ToolSchema]) -> dict[str, Any]:
+    def response_format(
+        self, tools: list[ToolSchema], *, allow_final: bool = True
+    ) -> dict[str, Any]:
         """The ``response_format`` request field that constrains the answer."""
-        schema = answer_schema(tools)
+        schema = answer_schema(tools, allow_final=allow_final)
         if self.schema_style == "json_object":
             return {"type": "json_object", "schema": schema}
         return {
@@ -147,13 +172,19 @@ class JsonToolStrategy(ToolStrategy):
         }
 
     def build_request(self, request: dict[str, Any], tools: list[ToolSchema]) -> dict[str, Any]:
-        messages = rewrite_history(list(request.get("messages") or []))
+        original = list(request.get("messages") or [])
+        rounds = tool_rounds(original)
+        offer = list(tools)
+        if self.max_tool_rounds is not None and rounds >= self.max_tool_rounds:
+            offer = []
+        must_call = bool(offer) and self.first_turn_tool and rounds == 0
+        messages = rewrite_history(original, more_tools=bool(offer))
         out = {k: v for k, v in request.items() if k not in ("tools", "tool_choice")}
         if not tools:
             out["messages"] = messages
             return out
         out["messages"] = _with_tools_prompt(messages, _tools_prompt(tools))
-        out["response_format"] = self.response_format(tools)
+        out["response_format"] = self.response_format(offer, allow_final=not must_call)
         return out
 
     def parse_response(self, message: dict[str, Any]) -> ChatMessage:
@@ -163,14 +194,20 @@ class JsonToolStrategy(ToolStrategy):
         text = content if isinstance(content, str) else ""
         return parse_answer(text)
 
+    def _key(self) -> tuple[Any, ...]:
+        return (self.schema_style, self.first_turn_tool, self.max_tool_rounds)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, JsonToolStrategy) and other.schema_style == self.schema_style
+        return isinstance(other, JsonToolStrategy) and other._key() == self._key()
 
     def __hash__(self) -> int:
-        return hash((type(self), self.schema_style))
+        return hash((type(self), *self._key()))
 
     def __repr__(self) -> str:
-        return f"JsonToolStrategy(schema_style={self.schema_style!r})"
+        return (
+            f"JsonToolStrategy(schema_style={self.schema_style!r}, "
+            f"first_turn_tool={self.first_turn_tool!r}, max_tool_rounds={self.max_tool_rounds!r})"
+        )
 
 
 def parse_answer(text: str) -> ChatMessage:
@@ -254,8 +291,26 @@ def validate_tool_call(call: ToolCall, tools: list[ToolSchema], *, raw: str) -> 
         )
 
 
-def rewrite_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rewrite native tool turns (Chat Completions dicts) into the JSON protocol's turns."""
+def tool_rounds(messages: list[dict[str, Any]]) -> int:
+    """Assistant turns with tool calls since the last user message."""
+    rounds = 0
+    for message in reversed(messages):
+        role = message.get("role")
+        if role == "user":
+            break
+        if role == "assistant" and message.get("tool_calls"):
+            rounds += 1
+    return rounds
+
+
+def rewrite_history(
+    messages: list[dict[str, Any]], *, more_tools: bool = True
+) -> list[dict[str, Any]]:
+    """Rewrite native tool turns (Chat Completions dicts) into the JSON protocol's turns.
+
+    A tool result becomes a user turn; the last one also says what to do next (answer, or
+    call another tool when `more_tools`), which small models need spelled out.
+    """
     names: dict[str, str] = {}
     out: list[dict[str, Any]] = []
     for message in messages:
@@ -275,15 +330,17 @@ def rewrite_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif role == "tool":
             name = names.get(str(message.get("tool_call_id") or ""), "the tool")
             result = message.get("content") or ""
-            out.append(
-                {
-                    "role": "user",
-                    "content": f"Result of {name}: {result}\n"
-                    'Now reply with {"final": "..."} using this result, or call another tool.',
-                }
-            )
+            out.append({"role": "user", "content": f"Result of {name}: {result}"})
         else:
             out.append({k: v for k, v in message.items() if k != "tool_calls"})
+    if messages and messages[-1].get("role") == "tool":
+        hint = (
+            'Now answer the user with {"final": "..."} using this result, or call another tool.'
+            if more_tools
+            else 'Now answer the user with {"final": "..."} using this result.'
+        )
+        last = out[-1]
+        out[-1] = {**last, "content": f"{last['content']}\n{hint}"}
     return out
 
 

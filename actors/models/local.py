@@ -64,6 +64,10 @@ class LocalChatModel(OpenAIChatModel):
             Ollama) or ``"json_object"`` (llama-cpp-python's server).
         max_attempts: Answers asked for per call when the tool call is malformed or invalid;
             the last failure raises `ModelNonRetryableError`.
+        first_turn_tool: ``json`` mode: right after a user message, only a tool call is
+            allowed (small models otherwise answer without looking anything up).
+        max_tool_rounds: ``json`` mode: after this many tool-call turns since the last user
+            message, only a final answer is allowed (small models otherwise repeat calls).
         **kwargs: Passed to `OpenAIChatModel` (prompt, tools, timeout_s, extra_body, ...).
     """
 
@@ -77,6 +81,8 @@ class LocalChatModel(OpenAIChatModel):
         tool_mode: ToolMode = "auto",
         schema_style: SchemaStyle = "json_schema",
         max_attempts: int = 3,
+        first_turn_tool: bool = False,
+        max_tool_rounds: int | None = None,
         **kwargs: Any,
     ) -> None:
         if tool_mode not in ("native", "json", "auto"):
@@ -88,7 +94,9 @@ class LocalChatModel(OpenAIChatModel):
         kwargs.pop("tool_strategy", None)
         strategy: str | ToolStrategy = "native"
         if tool_mode == "json" or (tool_mode == "auto" and _is_loopback(base_url)):
-            strategy = JsonToolStrategy(schema_style)
+            strategy = JsonToolStrategy(
+                schema_style, first_turn_tool=first_turn_tool, max_tool_rounds=max_tool_rounds
+            )
         super().__init__(model=model, base_url=base_url, tool_strategy=strategy, **kwargs)
         self.tool_mode = tool_mode
         self.max_attempts = max_attempts
@@ -210,7 +218,9 @@ def default_chat_model(
        (OpenAI, Ollama's ``http://127.0.0.1:11434/v1``, vLLM...), model name from
        ``FLINK_ACTORS_MODEL_NAME`` (default ``gpt-4o-mini`` on api.openai.com), key from
        ``OPENAI_API_KEY``. ``FLINK_ACTORS_TOOL_MODE`` overrides `tool_mode`.
-    2. Else the local model server started by ``flink-actors up --model``.
+    2. Else the local model server started by ``flink-actors up --model`` (SmolLM2-135M):
+       ``json`` tool mode with the small-model turn policy (a tool call first, then at most
+       one tool round before the final answer) unless `kwargs` say otherwise.
 
     Raises:
         ConfigError: No endpoint configured and no local model server running, or a remote
@@ -242,6 +252,8 @@ def default_chat_model(
             "start one with 'flink-actors up --model', or set FLINK_ACTORS_MODEL_URL "
             "(and FLINK_ACTORS_MODEL_NAME) to an OpenAI-compatible API",
         )
+    kwargs.setdefault("first_turn_tool", True)
+    kwargs.setdefault("max_tool_rounds", 1)
     return LocalChatModel(
         model=str(info["model"]),
         base_url=str(info["base_url"]),

@@ -141,6 +141,51 @@ def test_no_tools_means_no_constraint() -> None:
     assert request["messages"] == [{"role": "user", "content": "hi"}]
 
 
+def _schema_variants(request: dict[str, object]) -> list[str]:
+    fmt = request["response_format"]
+    assert isinstance(fmt, dict)
+    variants = fmt["json_schema"]["schema"]["anyOf"]
+    return sorted(next(iter(v["required"])) for v in variants)
+
+
+def test_turn_policy_narrows_the_schema() -> None:
+    strategy = JsonToolStrategy(first_turn_tool=True, max_tool_rounds=1)
+    user = {"role": "user", "content": "Weather in Paris?"}
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    }
+    result = {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+    first = strategy.build_request({"model": "m", "messages": [user]}, [WEATHER])
+    assert _schema_variants(first) == ["tool"]  # a tool call is required
+    after = strategy.build_request({"model": "m", "messages": [user, call, result]}, [WEATHER])
+    assert _schema_variants(after) == ["final"]  # one round done: answer now
+    assert after["messages"][-1]["content"].endswith('{"final": "..."} using this result.')
+    free = JsonToolStrategy().build_request(
+        {"model": "m", "messages": [user, call, result]}, [WEATHER]
+    )
+    assert _schema_variants(free) == ["final", "tool"]
+    assert free["messages"][-1]["content"].endswith("or call another tool.")
+    # A new user message starts a new exchange: a tool call is required again.
+    again = strategy.build_request(
+        {
+            "model": "m",
+            "messages": [user, call, result, {"role": "assistant", "content": "x"}, user],
+        },
+        [WEATHER],
+    )
+    assert _schema_variants(again) == ["tool"]
+    with pytest.raises(ConfigError, match="max_tool_rounds"):
+        JsonToolStrategy(max_tool_rounds=0)
+
+
 def test_rewrite_history_keeps_plain_turns() -> None:
     plain = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     assert rewrite_history(plain) == plain
@@ -320,6 +365,8 @@ def test_default_chat_model_finds_the_local_server(
     )
     model = default_chat_model(state_dir=tmp_path)
     assert model.base_url == "http://127.0.0.1:8765/v1"
-    assert model.tool_strategy == JsonToolStrategy("json_object")
+    assert model.tool_strategy == JsonToolStrategy(
+        "json_object", first_turn_tool=True, max_tool_rounds=1
+    )
     monkeypatch.setenv("FLINK_ACTORS_STATE_DIR", str(tmp_path))
     assert default_chat_model().model == "smollm2-135m-instruct"
