@@ -19,6 +19,7 @@ from typing import Any
 from actors.engine import AgentEngine
 from actors.workflow import Workflow
 from flink_bridge.environment import RuntimeConfig
+from flink_bridge.kafka import StartFrom, add_connector_jars, kafka_sink, kafka_source
 from flink_bridge.operator import ERRORS_TAG_NAME, OperatorOptions, build_process_function
 from protocols.errors import UserError
 
@@ -112,6 +113,38 @@ class AgentRuntime:
             config=config,
         )
 
+    @classmethod
+    def from_kafka(
+        cls,
+        env: Any,
+        topics: str | list[str],
+        *,
+        bootstrap_servers: str,
+        group_id: str = "flink-actors",
+        bounded: bool = False,
+        start_from: StartFrom = "earliest",
+        key_selector: KeySelector | None = None,
+        config: RuntimeConfig | None = None,
+    ) -> AgentRuntime:
+        """Agents fed from Kafka records holding JSON values (one `InputEvent` each).
+
+        Offsets are part of Flink's checkpoints; `bounded=True` stops at the offsets that are
+        the latest at start (a replay of what is there).
+        """
+        from pyflink.common import Types
+
+        add_connector_jars(env)
+        raw = kafka_source(
+            env,
+            topics=topics,
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            bounded=bounded,
+            start_from=start_from,
+        )
+        stream = raw.map(json.loads, output_type=Types.PICKLED_BYTE_ARRAY()).name("json-decode")
+        return cls(stream, key_selector=key_selector, config=config)
+
     # -- the agent --------------------------------------------------------------------------
 
     def apply(
@@ -169,6 +202,27 @@ class AgentRuntime:
         self._require_applied()
         return self._errors
 
+    def to_kafka(
+        self,
+        topic: str,
+        *,
+        bootstrap_servers: str,
+        exactly_once: bool = True,
+        transactional_id_prefix: str | None = None,
+    ) -> Any:
+        """Write the outputs as JSON text to `topic`, transactionally by default."""
+        from pyflink.common import Types
+
+        self._require_applied()
+        sink = kafka_sink(
+            topic=topic,
+            bootstrap_servers=bootstrap_servers,
+            exactly_once=exactly_once,
+            transactional_id_prefix=transactional_id_prefix,
+        )
+        rows = self._outputs.map(_to_json, output_type=Types.STRING()).name("json-encode")
+        return _wall_clock_timestamps(rows).sink_to(sink).name(f"kafka:{topic}")
+
     def to_table(self) -> Any:
         """The outputs as a table with one STRING column ``output`` (JSON text)."""
         from pyflink.common import Types
@@ -180,6 +234,26 @@ class AgentRuntime:
         )
         rows = self._outputs.map(_to_json, output_type=Types.STRING())
         return table_env.from_data_stream(rows).alias("output")
+
+
+class _WallClock:
+    """Timestamp assigner: the time the record reaches the sink."""
+
+    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+        import time
+
+        return int(time.time() * 1000)
+
+
+def _wall_clock_timestamps(stream: Any) -> Any:
+    """Outputs of a turn that finished in the end-of-input drain carry the drain timer's
+    timestamp (Long.MAX_VALUE - 1), which Kafka rejects; records leave with the wall clock."""
+    from pyflink.common import WatermarkStrategy
+    from pyflink.common.watermark_strategy import TimestampAssigner
+
+    assigner = type("WallClockAssigner", (_WallClock, TimestampAssigner), {})()
+    strategy = WatermarkStrategy.no_watermarks().with_timestamp_assigner(assigner)
+    return stream.assign_timestamps_and_watermarks(strategy).name("wall-clock")
 
 
 _RAY_CLIENT_VARS = (
