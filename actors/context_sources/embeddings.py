@@ -70,7 +70,7 @@ class E5EmbeddingModel(EmbeddingModel):
         assert self._lock is not None
         with self._lock:
             matrix = model.encode(texts, is_query)
-        return [[float(x) for x in row] for row in matrix]
+        return [list(map(float, row)) for row in matrix.tolist()]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
