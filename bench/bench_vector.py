@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -87,6 +88,7 @@ def measure(n: int, rng: np.random.Generator, index: bool) -> dict[str, float]:
     out["rss_delta_mb"] = round((rss_bytes() - rss0) / 1e6, 1)
     out["ingest_s"] = round(ingest_s, 2)
     out["index_s"] = round(index_s, 2)
+    shutil.rmtree(path, ignore_errors=True)
     return out
 
 
