@@ -40,7 +40,9 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         if self.parallelism < 1:
-            raise ConfigError("parallelism", f"must be >= 1, got {self.parallelism}", "use 1 or more")
+            raise ConfigError(
+                "parallelism", f"must be >= 1, got {self.parallelism}", "use 1 or more"
+            )
         if self.checkpoint_interval_ms is not None and self.checkpoint_interval_ms < 10:
             raise ConfigError(
                 "checkpoint_interval_ms",
