@@ -87,6 +87,8 @@ async def _measure(
         model=info.model,
         base_url=info.base_url,
         schema_style="json_object",
+        first_turn_tool=True,
+        max_tool_rounds=1,
         extra_body={"temperature": 0.0, "max_tokens": 96},
     )
     began = time.perf_counter()

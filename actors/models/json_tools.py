@@ -45,6 +45,8 @@ llama.cpp's C++ server); ``json_object`` with a ``schema`` key is what llama-cpp
 server reads (it ignores ``json_schema``)."""
 
 _SCHEMA_NAME = "tool_call_or_final"
+# What small models copy from the instructions instead of answering.
+_PLACEHOLDERS = frozenset({"", "...", "<answer>", "<your answer>", "<text>"})
 
 
 class ToolCallFormatError(ModelNonRetryableError):
@@ -231,7 +233,12 @@ def parse_answer(text: str) -> ChatMessage:
         raise _format_error(text, "the reply is not a JSON object")
     if "final" in value and "tool" not in value:
         final = value["final"]
-        return ChatMessage.assistant(final if isinstance(final, str) else json.dumps(final))
+        final_text = final if isinstance(final, str) else json.dumps(final)
+        if final_text.strip().lower() in _PLACEHOLDERS:
+            raise _format_error(
+                text, "the final answer is empty or a placeholder; write the actual answer"
+            )
+        return ChatMessage.assistant(final_text)
     name = value.get("tool")
     if not isinstance(name, str) or not name:
         raise _format_error(text, 'the reply has neither a "tool" name nor a "final" answer')
@@ -335,9 +342,10 @@ def rewrite_history(
             out.append({k: v for k, v in message.items() if k != "tool_calls"})
     if messages and messages[-1].get("role") == "tool":
         hint = (
-            'Now answer the user with {"final": "..."} using this result, or call another tool.'
+            "Now answer the user's question with a final answer that uses this result, "
+            "or call another tool."
             if more_tools
-            else 'Now answer the user with {"final": "..."} using this result.'
+            else "Now answer the user's question with a final answer that uses this result."
         )
         last = out[-1]
         out[-1] = {**last, "content": f"{last['content']}\n{hint}"}

@@ -58,6 +58,8 @@ def test_parse_tool_call_and_final() -> None:
         ('["get_weather"]', "not a JSON object"),
         ('{"answer": 1}', 'neither a "tool" name nor a "final"'),
         ('{"tool": "get_weather", "arguments": "Paris"}', "is not a JSON object"),
+        ('{"final": "..."}', "placeholder"),
+        ('{"final": " <your answer> "}', "placeholder"),
     ],
 )
 def test_parse_rejects_protocol_violations(raw: str, problem: str) -> None:
@@ -167,7 +169,7 @@ def test_turn_policy_narrows_the_schema() -> None:
     assert _schema_variants(first) == ["tool"]  # a tool call is required
     after = strategy.build_request({"model": "m", "messages": [user, call, result]}, [WEATHER])
     assert _schema_variants(after) == ["final"]  # one round done: answer now
-    assert after["messages"][-1]["content"].endswith('{"final": "..."} using this result.')
+    assert after["messages"][-1]["content"].endswith("a final answer that uses this result.")
     free = JsonToolStrategy().build_request(
         {"model": "m", "messages": [user, call, result]}, [WEATHER]
     )
