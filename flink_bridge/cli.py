@@ -204,6 +204,40 @@ def status(
     _print_statuses(statuses, title=f"flink-actors stack ({config.state_dir})")
 
 
+@app.command()
+def demo(
+    project_dir: ProjectDir = None,
+    keep_stack: Annotated[
+        bool, typer.Option("--keep-stack", help="Leave the stack running afterwards.")
+    ] = False,
+) -> None:
+    """Run the support-desk demo: tickets -> per-customer ReAct agents -> answers, on Kafka.
+
+    Uses the local model unless FLINK_ACTORS_MODEL_URL names an OpenAI-compatible endpoint.
+    """
+    import os
+
+    from flink_bridge.demo import run_demo
+
+    _install_log_handler()
+    began = time.monotonic()
+    try:
+        config = _config(project_dir)
+        was_up = {s.name for s in stack_mod.status(config) if s.health.value == "up"}
+        want_model = not os.environ.get("FLINK_ACTORS_MODEL_URL")
+        statuses = stack_mod.up(config, model=want_model)
+        _print_statuses(statuses, title=f"stack up in {time.monotonic() - began:.1f}s")
+        answered = run_demo(config, console=_out)
+    except FlinkActorsError as exc:
+        raise _fail(exc) from None
+    finally:
+        if not keep_stack and not {"kafka", "ray"} <= was_up:
+            stack_mod.down(config)
+    _out.print(f"demo finished in {time.monotonic() - began:.1f}s")
+    if answered == 0:
+        raise typer.Exit(1)
+
+
 @app.command("jars")
 def fetch_jars_command() -> None:
     """Fetch the Flink Kafka connector and Kafka broker jars (a no-op when present)."""
