@@ -223,7 +223,10 @@ def demo(
     began = time.monotonic()
     try:
         config = _config(project_dir)
-        was_up = {s.name for s in stack_mod.status(config) if s.health.value == "up"}
+    except FlinkActorsError as exc:
+        raise _fail(exc) from None
+    was_up = {s.name for s in stack_mod.status(config) if s.health.value == "up"}
+    try:
         want_model = not os.environ.get("FLINK_ACTORS_MODEL_URL")
         statuses = stack_mod.up(config, model=want_model)
         _print_statuses(statuses, title=f"stack up in {time.monotonic() - began:.1f}s")
