@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flink_bridge import jobs as jobs_mod
 from flink_bridge.stack import jars as jars_mod
 from flink_bridge.stack import stack as stack_mod
 from flink_bridge.stack.config import StackConfig, load_config
@@ -29,7 +30,8 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="flink-actors",
-    help="Actor-model multi-agent runtime on Flink: manage the local Kafka + Ray + Flink stack.",
+    help="Actor-model multi-agent runtime on Flink: manage the local Kafka + Ray + Flink stack "
+    "and run agent jobs on it.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -254,6 +256,131 @@ def fetch_jars_command() -> None:
         count = len(list(folder.glob("*.jar")))
         _out.print(f"{name}: {count} jars in {folder}")
     _out.print(f"done in {time.monotonic() - began:.1f}s")
+
+
+@app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def run_command(
+    ctx: typer.Context,
+    job_file: Annotated[
+        Path, typer.Argument(help="The Python job file (builds and executes a job).")
+    ],
+    remote: Annotated[
+        bool,
+        typer.Option(
+            "--remote", help="Submit to the cluster of `up --flink-cluster` (flink run -py)."
+        ),
+    ] = False,
+    from_savepoint: Annotated[
+        str | None,
+        typer.Option("--from-savepoint", help="Restore the job's state from this savepoint."),
+    ] = None,
+    detached: Annotated[
+        bool, typer.Option("--detached", "-d", help="Return once the job is started.")
+    ] = False,
+    project_dir: ProjectDir = None,
+    state_dir: StateDir = None,
+    ray_port: RayPort = None,
+    flink_rest_port: FlinkRestPort = None,
+) -> None:
+    """Run JOB_FILE on the local mini-cluster, or with --remote on the standalone cluster.
+
+    Arguments after the job file (or after `--`) are passed to it.
+    """
+    _install_log_handler()
+    try:
+        config = _config(
+            project_dir,
+            state_dir=state_dir,
+            ray_port=ray_port,
+            flink_rest_port=flink_rest_port,
+        )
+        result = jobs_mod.run_job(
+            config,
+            job_file,
+            list(ctx.args),
+            remote=remote,
+            restore_from=from_savepoint,
+            detached=detached,
+        )
+    except FlinkActorsError as exc:
+        raise _fail(exc) from None
+    if result.pid is not None:
+        _out.print(f"job started: pid {result.pid}, output in {result.log_path}")
+        return
+    if result.job_id is not None:
+        sys.stdout.write(f"job id: {result.job_id}\n")
+    if result.returncode:
+        where = "on the cluster" if remote else "locally"
+        _err.print(
+            f"[bold red]error:[/] job file {str(job_file)!r} failed {where} with exit code "
+            f"{result.returncode}; its output is above",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=result.returncode)
+
+
+@app.command("stop")
+def stop_command(
+    job_id: Annotated[str, typer.Argument(help="The job's id (see `flink-actors jobs`).")],
+    directory: Annotated[
+        str | None,
+        typer.Argument(help="Savepoint folder (default: <state_dir>/savepoints)."),
+    ] = None,
+    savepoint: Annotated[
+        bool, typer.Option("--savepoint", help="Take a savepoint, then stop the job.")
+    ] = False,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="End the input first (the job will not resume).")
+    ] = False,
+    project_dir: ProjectDir = None,
+    state_dir: StateDir = None,
+    flink_rest_port: FlinkRestPort = None,
+) -> None:
+    """Stop a job on the standalone cluster: with --savepoint [DIR] keep its state for
+    `run --from-savepoint`, else cancel it."""
+    _install_log_handler()
+    try:
+        config = _config(project_dir, state_dir=state_dir, flink_rest_port=flink_rest_port)
+        if savepoint or directory is not None:
+            target = directory or str(config.state_dir / "savepoints")
+            location = jobs_mod.stop_job(config, job_id, target, drain=drain)
+        else:
+            state = jobs_mod.cancel_job(config, job_id)
+            _out.print(f"job {job_id}: {state.lower()}")
+            return
+    except FlinkActorsError as exc:
+        raise _fail(exc) from None
+    _out.print(f"job {job_id} stopped; savepoint:")
+    sys.stdout.write(f"{location}\n")
+
+
+@app.command("jobs")
+def jobs_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    project_dir: ProjectDir = None,
+    state_dir: StateDir = None,
+    flink_rest_port: FlinkRestPort = None,
+) -> None:
+    """List the jobs of the standalone cluster."""
+    _install_log_handler()
+    try:
+        config = _config(project_dir, state_dir=state_dir, flink_rest_port=flink_rest_port)
+        rows = jobs_mod.list_jobs(config)
+    except FlinkActorsError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title=f"jobs on http://{config.flink_rest_address}", title_justify="left")
+    for column in ("id", "name", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["state"])
+    _out.print(table)
 
 
 def main() -> None:
