@@ -1,0 +1,184 @@
+"""The baseline side of the runtime benchmark: the same pipeline on apache/flink-agents 0.2.0.
+
+Kafka (read_committed) -> pickled Python dicts -> flink-agents agent keyed by ``key`` ->
+JSON -> transactional Kafka sink, with the same checkpoint interval as our side. The agent has
+one async action per input that makes one model call and one tool call through
+``ctx.durable_execute_async`` (flink-agents runs each on its async thread pool, whose size,
+``num-async-threads``, is the number of calls in flight). The model is `ScriptedChatModel`
+below: it answers from the prompt after ``time.sleep(latency_ms)`` (the pool's threads block, as
+they do for a real blocking client); no HTTP server, as on our side.
+
+flink-agents loads the agent's classes by module name inside the JVM's Python, so they live
+here, in an importable module (the repo root must be on PYTHONPATH). This module needs only
+flink-agents and apache-flink; it never imports the project's packages.
+
+Run (in the baseline's venv):
+    python -m bench._runtime.baseline_job --bootstrap 127.0.0.1:9092 --source in --sink out \
+        --jars file:///.../flink-connector-kafka.jar,...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any, Dict, Sequence
+
+from flink_agents.api.agents.agent import Agent
+from flink_agents.api.chat_message import ChatMessage, MessageRole
+from flink_agents.api.chat_models.chat_model import BaseChatModelSetup
+from flink_agents.api.decorators import action, chat_model_setup, tool
+from flink_agents.api.events.event import InputEvent, OutputEvent
+from flink_agents.api.resource import ResourceDescriptor, ResourceType
+from flink_agents.api.runner_context import RunnerContext
+
+from bench._runtime import workload as wl
+
+__all__ = ["BaselineAgent", "ScriptedChatModel", "main"]
+
+
+class ScriptedChatModel(BaseChatModelSetup):
+    """Answers `workload.answer_for(prompt)` after the latency the prompt names."""
+
+    @property
+    def model_kwargs(self) -> Dict[str, Any]:
+        return {}
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
+        answer, delay_s = wl.answer_for(str(messages[-1].content))
+        if delay_s > 0:
+            time.sleep(delay_s)
+        return ChatMessage(role=MessageRole.ASSISTANT, content=answer)
+
+
+class BaselineAgent(Agent):
+    """One model call, then one tool call, then one output, per input."""
+
+    @chat_model_setup
+    @staticmethod
+    def llm() -> ResourceDescriptor:
+        return ResourceDescriptor(
+            clazz=f"{ScriptedChatModel.__module__}.{ScriptedChatModel.__name__}",
+            connection="none",  # chat() is overridden: no connection resource is used
+        )
+
+    @tool
+    @staticmethod
+    def lookup(key: str) -> str:
+        """Look a key up.
+
+        Args:
+            key: the agent key.
+        """
+        return wl.lookup(key)
+
+    @action(InputEvent)
+    @staticmethod
+    async def on_input(event: InputEvent, ctx: RunnerContext) -> None:
+        record = event.input
+        llm = ctx.get_resource("llm", ResourceType.CHAT_MODEL)
+        prompt = ChatMessage(role=MessageRole.USER, content=wl.prompt_for(record))
+        reply = await ctx.durable_execute_async(llm.chat, [prompt])
+        lookup_tool = ctx.get_resource("lookup", ResourceType.TOOL)
+        result = await ctx.durable_execute_async(lookup_tool.call, key=record["key"])
+        ctx.send_event(OutputEvent(output=wl.make_output(record, str(reply.content), result)))
+
+
+def _key(record: Dict[str, Any]) -> str:
+    return str(record["key"])
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--sink", required=True)
+    parser.add_argument("--jars", required=True, help="comma-separated file:// URLs")
+    parser.add_argument("--checkpoint-ms", type=int, default=1000)
+    parser.add_argument("--num-async-threads", type=int, default=200)
+    parser.add_argument("--execution-mode", default="thread", choices=["thread", "process"])
+    parser.add_argument("--group", default="bench-runtime-baseline")
+    args = parser.parse_args()
+
+    from pyflink.common import Configuration, Types, WatermarkStrategy
+    from pyflink.common.serialization import SimpleStringSchema
+    from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import (
+        KafkaOffsetsInitializer,
+        KafkaRecordSerializationSchema,
+        KafkaSink,
+        KafkaSource,
+    )
+
+    from flink_agents.api.core_options import AgentExecutionOptions
+    from flink_agents.api.execution_environment import AgentsExecutionEnvironment
+
+    # The JVM's Python must import this module and the workload: put the repo root first.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    )
+    conf = Configuration()
+    conf.set_string("python.execution-mode", args.execution_mode)
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    for key in ("rest.bind-address", "rest.address", "jobmanager.bind-host",
+                "taskmanager.bind-host", "taskmanager.host"):
+        conf.set_string(key, "127.0.0.1")
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(1)
+    env.enable_checkpointing(args.checkpoint_ms, CheckpointingMode.EXACTLY_ONCE)
+    env.add_jars(*args.jars.split(","))
+
+    source = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(args.bootstrap)
+        .set_topics(args.source)
+        .set_group_id(args.group)
+        .set_starting_offsets(KafkaOffsetsInitializer.earliest())
+        .set_value_only_deserializer(SimpleStringSchema())
+        .set_property("isolation.level", "read_committed")
+        .build()
+    )
+    serializer = (
+        KafkaRecordSerializationSchema.builder()
+        .set_topic(args.sink)
+        .set_value_serialization_schema(SimpleStringSchema())
+        .build()
+    )
+    sink = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(args.bootstrap)
+        .set_record_serializer(serializer)
+        .set_property("transaction.timeout.ms", "900000")
+        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+        .set_transactional_id_prefix(f"bench-baseline-{uuid.uuid4().hex[:8]}")
+        .build()
+    )
+    raw = env.from_source(
+        source, WatermarkStrategy.no_watermarks(), f"kafka:{args.source}", type_info=Types.STRING()
+    )
+    # flink-agents takes pickled Python objects in and gives them back out.
+    records = raw.map(json.loads, output_type=Types.PICKLED_BYTE_ARRAY()).name("json-decode")
+
+    agents_env = AgentsExecutionEnvironment.get_execution_environment(env=env)
+    agents_env.get_config().set(AgentExecutionOptions.NUM_ASYNC_THREADS, args.num_async_threads)
+    outputs = agents_env.from_datastream(input=records, key_selector=_key).apply(
+        BaselineAgent()
+    ).to_datastream()
+    outputs.map(_to_json, output_type=Types.STRING()).name("json-encode").sink_to(sink).name(
+        f"kafka:{args.sink}"
+    )
+    agents_env.execute()
+
+
+if __name__ == "__main__":
+    main()
