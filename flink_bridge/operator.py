@@ -5,6 +5,7 @@ Per key, in Flink keyed state:
 - `turn`         the turn in progress: its id and the event it handles;
 - `journal`      call id -> result of every call the turn in progress has made;
 - `mailbox`      events waiting for the turn in progress to finish (one turn at a time);
+                 an event that came in an envelope is kept with its metadata (sender, ids);
 - `seq`          turns started, for unique turn ids;
 - `scheduled`    fire time -> events from `ctx.schedule`.
 
@@ -15,6 +16,12 @@ when the turn is done, together with the new state, so a checkpoint never holds 
 effects: after a restore the turn re-runs against its journal, calls that completed are replayed,
 and only the calls still missing are made (contract 2). Processing-time timers are in the
 checkpoint, so a restored key with a turn in progress wakes up by itself.
+
+Envelopes (`flink_bridge.envelopes`): an `Inbound` record carries the event and its envelope's
+metadata; the turn runs with ``sender=`` the envelope's sender (``ctx.sender``), and the
+messages of ``ctx.send``/``ctx.reply`` leave on the sends side output as envelopes caused by it,
+only when the turn completes, like outputs. With ``OperatorOptions(envelopes=True)`` outputs
+are `KeyedOutput`s (key, output, cause), so they can be wrapped as envelopes downstream.
 
 A bounded input ends with a final watermark; an event-time timer at `DRAIN_AT`, set on every key
 with work in flight, fires then and finishes the key's work synchronously, because pending
@@ -36,6 +43,12 @@ import msgpack
 
 from actors.effects import EffectRequest, EffectResult
 from flink_bridge.codec import EventCodec, decode_result, encode_result
+from flink_bridge.envelopes import (
+    Inbound,
+    KeyedOutput,
+    install_message_types,
+    outbound_records,
+)
 from protocols.events import Event, InputEvent
 
 __all__ = ["DRAIN_AT", "AgentProcessFunction", "OperatorOptions"]
@@ -58,6 +71,8 @@ class OperatorOptions:
         bridge: str = "ray",
         ray_env: dict[str, str] | None = None,
         drain_timeout_s: float = 300.0,
+        envelopes: bool = False,
+        message_types: tuple[Any, ...] = (),
     ) -> None:
         self.agent_type = agent_type
         self.poll_interval_ms = poll_interval_ms
@@ -65,6 +80,8 @@ class OperatorOptions:
         self.bridge = bridge
         self.ray_env = dict(ray_env or {})
         self.drain_timeout_s = drain_timeout_s
+        self.envelopes = envelopes
+        self.message_types = tuple(message_types)
 
 
 def _make_address(agent_type: str, key: Any) -> Any:
@@ -74,6 +91,14 @@ def _make_address(agent_type: str, key: Any) -> Any:
         return AgentAddress(agent_type=agent_type, key=str(key))
     except Exception:  # pragma: no cover - only before protocols exports AgentAddress
         return f"{agent_type}/{key}"
+
+
+def _parse_sender(sender: str | None) -> Any:
+    if sender is None:
+        return None
+    from protocols import parse_address
+
+    return parse_address(sender)
 
 
 def _make_process_function_base() -> type:
@@ -115,11 +140,12 @@ def build_process_function(
     to_event: Callable[[Any], Event] | None = None,
     *,
     errors_tag: Any = None,
+    sends_tag: Any = None,
 ) -> Any:
     """The `KeyedProcessFunction` running `engine`'s workflow; pyflink imported lazily."""
     base = _make_process_function_base()
     cls = type("AgentProcessFunction", (AgentProcessFunction, base), {})
-    return cls(engine, options, to_event, errors_tag)
+    return cls(engine, options, to_event, errors_tag, sends_tag)
 
 
 class AgentProcessFunction:
@@ -131,11 +157,13 @@ class AgentProcessFunction:
         options: OperatorOptions,
         to_event: Callable[[Any], Event] | None = None,
         errors_tag: Any = None,
+        sends_tag: Any = None,
     ) -> None:
         self.engine = engine
         self.options = options
         self.to_event = to_event
         self.errors_tag = errors_tag
+        self.sends_tag = sends_tag
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -150,6 +178,8 @@ class AgentProcessFunction:
         # Values are msgpack bytes. PRIMITIVE_ARRAY(BYTE) would convert them to tuples of ints
         # (and fails on an empty ValueState in thread mode); a pickled `bytes` is bytes + 20.
         blob = Types.PICKLED_BYTE_ARRAY()
+        if getattr(self.options, "message_types", ()):
+            install_message_types(self.options.message_types)  # for encoding ctx.send messages
         ctx = runtime_context
         self.agent_state = ctx.get_state(ValueStateDescriptor("agent_state", blob))
         self.turn = ctx.get_state(ValueStateDescriptor("turn", blob))
@@ -201,12 +231,24 @@ class AgentProcessFunction:
     # -- input ----------------------------------------------------------------------------
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        if isinstance(value, Inbound):  # an envelope: the event and its metadata
+            key = ctx.get_current_key()
+            entry = msgpack.packb([value.event, value.meta])
+            if self.turn.value() is not None:
+                self.mailbox.add(entry)
+                return
+            yield from self._start_entry(key, entry, ctx)
+            return
         event = self.to_event(value) if self.to_event else InputEvent(input=value)
         key = ctx.get_current_key()
         if self.turn.value() is not None:
             self.mailbox.add(self.codec.encode(event))
             return
         yield from self._start_turn(key, event, ctx)
+
+    def _start_entry(self, key: Any, entry: bytes, ctx: Any) -> Iterator[Any]:
+        self.turn.update(self._turn_record(key, entry))
+        yield from self._advance(key, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         from pyflink.datastream import TimeDomain
@@ -242,8 +284,24 @@ class AgentProcessFunction:
         yield from self._advance(key, ctx)
 
     def _load_turn(self) -> tuple[str, Event]:
-        turn_id, raw_event = msgpack.unpackb(self.turn.value(), raw=False)
-        return turn_id, self.codec.decode(raw_event)
+        turn_id, event, _ = self._load_turn_meta()
+        return turn_id, event
+
+    def _load_turn_meta(self) -> tuple[str, Event, dict[str, Any] | None]:
+        """The turn in progress: its id, its event, and its envelope's metadata if any."""
+        record = msgpack.unpackb(self.turn.value(), raw=False)
+        meta = record[2] if len(record) > 2 else None
+        return record[0], self.codec.decode(record[1]), meta
+
+    def _turn_record(self, key: Any, entry: bytes) -> bytes:
+        """A new turn's state from a mailbox entry: codec bytes, or [codec bytes, metadata]."""
+        seq = (self.seq.value() or 0) + 1
+        self.seq.update(seq)
+        turn_id = f"{key}@{seq}"
+        unpacked = msgpack.unpackb(entry, raw=False)
+        if isinstance(unpacked[0], bytes):  # an envelope's event with its metadata
+            return msgpack.packb([turn_id, unpacked[0], unpacked[1]])
+        return msgpack.packb([turn_id, bytes(entry)])
 
     def _agent_state(self) -> Any:
         raw = self.agent_state.value()
@@ -255,19 +313,21 @@ class AgentProcessFunction:
         while True:
             for result in self.arrived.pop(key, []):
                 self.journal.put(result.call_id, encode_result(result))
-            turn_id, event = self._load_turn()
+            turn_id, event, meta = self._load_turn_meta()
             journal = {k: decode_result(v) for k, v in self.journal.items()}
+            sender = meta.get("sender") if meta else None
             outcome = self.engine.run_turn(
                 self._agent_state(),
                 event,
                 journal,
                 address=_make_address(self.options.agent_type, key),
                 turn_id=turn_id,
+                sender=_parse_sender(sender),
             )
             if not outcome.done:
                 self._dispatch(key, outcome.pending, ctx)
                 return
-            yield from self._commit(key, outcome, ctx)
+            yield from self._commit(key, outcome, ctx, meta)
             if not self._pop_mailbox(key):
                 return
 
@@ -284,7 +344,9 @@ class AgentProcessFunction:
         self._schedule_poll(key, ctx)
         ctx.timer_service().register_event_time_timer(DRAIN_AT)
 
-    def _commit(self, key: Any, outcome: Any, ctx: Any) -> Iterator[Any]:
+    def _commit(
+        self, key: Any, outcome: Any, ctx: Any, meta: dict[str, Any] | None = None
+    ) -> Iterator[Any]:
         self.agent_state.update(self.engine.dump_state(outcome.state))
         self.journal.clear()
         self.turn.clear()
@@ -292,13 +354,24 @@ class AgentProcessFunction:
         for delay_s, event in outcome.timers:
             self._schedule_event(ctx, delay_s, event)
         for output in outcome.outputs:
-            yield output
+            yield KeyedOutput(str(key), output, meta) if self.options.envelopes else output
         for error in outcome.errors:
-            logger.warning("agent %r: unhandled %s: %s", key, error.error_type, error.message)
-            if self.errors_tag is not None:
-                record = {"agent_type": self.options.agent_type, "key": str(key)}
-                record.update(error.model_dump(mode="json"))
-                yield self.errors_tag, json.dumps(record)
+            yield from self._error(key, error.error_type, error.model_dump(mode="json"))
+        if outcome.sends and self.sends_tag is not None:
+            sender = _make_address(self.options.agent_type, key)
+            for record in outbound_records(outcome.sends, sender=sender, cause=meta):
+                if isinstance(record, str):
+                    body = {"error_type": "SendFailed", "message": record}
+                    yield from self._error(key, "SendFailed", body)
+                else:
+                    yield self.sends_tag, record
+
+    def _error(self, key: Any, error_type: str, body: dict[str, Any]) -> Iterator[Any]:
+        logger.warning("agent %r: unhandled %s: %s", key, error_type, body.get("message"))
+        if self.errors_tag is not None:
+            record = {"agent_type": self.options.agent_type, "key": str(key)}
+            record.update(body)
+            yield self.errors_tag, json.dumps(record)
 
     def _pop_mailbox(self, key: Any) -> bool:
         """Start the next waiting event's turn; False when the mailbox is empty."""
@@ -310,9 +383,7 @@ class AgentProcessFunction:
             self.mailbox.update(rest)
         else:
             self.mailbox.clear()
-        seq = (self.seq.value() or 0) + 1
-        self.seq.update(seq)
-        self.turn.update(msgpack.packb([f"{key}@{seq}", bytes(first)]))
+        self.turn.update(self._turn_record(key, bytes(first)))
         return True
 
     def _next_from_mailbox(self, key: Any, ctx: Any) -> Iterator[Any]:

@@ -7,20 +7,41 @@ table = AgentRuntime.from_table(input_table).apply(my_agent).to_table()
 
 `apply` compiles the workflow on the driver (bad definitions fail here, not in a TaskManager);
 the operator only executes the compiled engine.
+
+Envelopes over Kafka (docs/messaging.md):
+
+```python
+pinger = AgentRuntime.from_kafka(env, [inbox_topic("Pinger"), "starts"], bootstrap_servers=bs,
+                                 format="envelope", dead_letter_topic="dlq").apply(Pinger())
+pinger.to_kafka("pinger-out", bootstrap_servers=bs, format="envelope")  # outputs + ctx.send
+```
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from actors.engine import AgentEngine
 from actors.workflow import Workflow
+from flink_bridge.envelopes import (
+    DEAD_LETTERS_TAG_NAME,
+    SENDS_TAG_NAME,
+    KeyedOutput,
+    OutRecord,
+    build_decode_function,
+    capture_message_types,
+    envelope_kafka_sink,
+    output_record,
+)
 from flink_bridge.environment import RuntimeConfig
 from flink_bridge.kafka import StartFrom, add_connector_jars, kafka_sink, kafka_source
 from flink_bridge.operator import ERRORS_TAG_NAME, OperatorOptions, build_process_function
+from flink_bridge.topics import DEFAULT_DEAD_LETTER_TOPIC
+from protocols import DEFAULT_MAX_BYTES, AgentAddress
 from protocols.errors import UserError
 
 __all__ = ["AgentRuntime", "default_key", "ray_client_env"]
@@ -48,6 +69,19 @@ def _row_to_input(row: Any) -> Any:
     return row.as_dict() if hasattr(row, "as_dict") else row
 
 
+def _output_of(record: KeyedOutput) -> Any:
+    return record.output
+
+
+def _key_of_inbound(record: Any) -> str:
+    return str(record.key)
+
+
+def _output_envelope(agent_type: str, topic: str, record: KeyedOutput) -> OutRecord:
+    sender = AgentAddress(agent_type, record.key)
+    return output_record(record.output, topic=topic, sender=sender, cause=record.meta)
+
+
 def _to_json(value: Any) -> str:
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
@@ -72,6 +106,16 @@ class AgentRuntime:
         self._outputs: Any = None
         self._errors: Any = None
         self._engine: AgentEngine | None = None
+        # The envelope path (from_kafka(format="envelope")); see `_apply_envelopes`.
+        self._format: Literal["json", "envelope"] = "json"
+        self._envelope_sources: list[tuple[str, Any]] = []
+        self._dead_letter_topic: str | None = None
+        self._bootstrap_servers: str | None = None
+        self._max_envelope_bytes = DEFAULT_MAX_BYTES
+        self._agent_type: str | None = None
+        self._sends: Any = None
+        self._dead_letters: Any = None
+        self._sends_wired = False
 
     # -- sources ----------------------------------------------------------------------------
 
@@ -125,15 +169,56 @@ class AgentRuntime:
         start_from: StartFrom = "earliest",
         key_selector: KeySelector | None = None,
         config: RuntimeConfig | None = None,
+        format: Literal["json", "envelope"] = "json",  # noqa: A002 - the proposal's name
+        dead_letter_topic: str | None = DEFAULT_DEAD_LETTER_TOPIC,
+        max_envelope_bytes: int = DEFAULT_MAX_BYTES,
     ) -> AgentRuntime:
-        """Agents fed from Kafka records holding JSON values (one `InputEvent` each).
+        """Agents fed from Kafka records: JSON values (one `InputEvent` each, the default) or,
+        with ``format="envelope"``, protocol envelopes keyed by their recipient.
+
+        Envelopes that cannot be delivered (truncated, malformed, unknown type, invalid
+        payload, over `max_envelope_bytes`, expired, addressed to another agent type, or of a
+        type no step accepts) become `DeadLetter` records in `dead_letter_topic` (None: only
+        on `dead_letters()` and in the log); the job keeps running.
 
         Offsets are part of Flink's checkpoints; `bounded=True` stops at the offsets that are
         the latest at start (a replay of what is there).
         """
         from pyflink.common import Types
 
+        if format not in ("json", "envelope"):
+            raise UserError(f"format={format!r}: use 'json' or 'envelope'")
         add_connector_jars(env)
+        if format == "envelope":
+            if key_selector is not None:
+                raise UserError(
+                    "from_kafka(format='envelope') keys agents by each envelope's recipient; "
+                    "drop key_selector"
+                )
+            names = [topics] if isinstance(topics, str) else list(topics)
+            runtime = cls(None, config=config)
+            runtime._format = "envelope"
+            runtime._bootstrap_servers = bootstrap_servers
+            runtime._dead_letter_topic = dead_letter_topic
+            runtime._max_envelope_bytes = max_envelope_bytes
+            # One source per topic, so a dead letter can say which topic it came from.
+            runtime._envelope_sources = [
+                (
+                    name,
+                    kafka_source(
+                        env,
+                        topics=name,
+                        bootstrap_servers=bootstrap_servers,
+                        group_id=group_id,
+                        bounded=bounded,
+                        start_from=start_from,
+                        value_format="bytes",
+                        name=f"kafka:{name}",
+                    ),
+                )
+                for name in names
+            ]
+            return runtime
         raw = kafka_source(
             env,
             topics=topics,
@@ -169,22 +254,68 @@ class AgentRuntime:
         if effects not in ("ray", "in-process"):
             raise UserError(f"effects={effects!r}: use 'ray' or 'in-process'")
         engine = AgentEngine(agent)
+        message_types = capture_message_types()
         options = OperatorOptions(
             agent_type=agent_type or engine.name,
             poll_interval_ms=self._config.poll_interval_ms,
             max_in_flight=self._config.max_in_flight,
             bridge=effects,
             ray_env=(ray_env or ray_client_env()) if effects == "ray" else None,
+            envelopes=self._format == "envelope",
+            message_types=message_types,
         )
         errors_tag = OutputTag(ERRORS_TAG_NAME, Types.STRING())
-        function = build_process_function(engine, options, errors_tag=errors_tag)
-        keyed = self._stream.key_by(self._key_selector, key_type=Types.STRING())
+        sends_tag = OutputTag(SENDS_TAG_NAME, Types.PICKLED_BYTE_ARRAY())
+        function = build_process_function(
+            engine, options, errors_tag=errors_tag, sends_tag=sends_tag
+        )
+        if self._format == "envelope":
+            keyed = self._decode_envelopes(engine, options.agent_type, message_types)
+        else:
+            keyed = self._stream.key_by(self._key_selector, key_type=Types.STRING())
         self._outputs = keyed.process(function, output_type=Types.PICKLED_BYTE_ARRAY()).name(
             f"agent:{options.agent_type}"
         )
         self._errors = self._outputs.get_side_output(errors_tag)
+        self._sends = self._outputs.get_side_output(sends_tag)
         self._engine = engine
+        self._agent_type = options.agent_type
         return self
+
+    def _decode_envelopes(self, engine: AgentEngine, agent_type: str, message_types: Any) -> Any:
+        """Decode each topic's envelopes (dead letters on a side output), key by recipient."""
+        from pyflink.common import Types
+        from pyflink.datastream import OutputTag
+
+        if self._stream is not None:
+            raise UserError("apply() was already called on this runtime; build a new one")
+        dead_tag = OutputTag(DEAD_LETTERS_TAG_NAME, Types.PICKLED_BYTE_ARRAY())
+        event_types = tuple(t for s in engine.compiled.steps for t in s.events)
+        decoded, dead = [], []
+        for topic, raw in self._envelope_sources:
+            function = build_decode_function(
+                agent_type=agent_type,
+                event_types=event_types,
+                message_types=message_types,
+                source_topic=topic,
+                dead_letter_topic=self._dead_letter_topic,
+                dead_letters_tag=dead_tag,
+                max_bytes=self._max_envelope_bytes,
+            )
+            stream = raw.process(function, output_type=Types.PICKLED_BYTE_ARRAY())
+            stream = stream.name(f"decode:{topic}")
+            decoded.append(stream)
+            dead.append(stream.get_side_output(dead_tag))
+        self._stream = decoded[0].union(*decoded[1:]) if len(decoded) > 1 else decoded[0]
+        self._dead_letters = dead[0].union(*dead[1:]) if len(dead) > 1 else dead[0]
+        if self._dead_letter_topic is not None:
+            assert self._bootstrap_servers is not None
+            envelope_kafka_sink(
+                _wall_clock_timestamps(self._dead_letters),
+                bootstrap_servers=self._bootstrap_servers,
+                name=f"dead-letters-{agent_type}",
+            )
+        return self._stream.key_by(_key_of_inbound, key_type=Types.STRING())
 
     # -- sinks ------------------------------------------------------------------------------
 
@@ -192,10 +323,52 @@ class AgentRuntime:
         if self._outputs is None:
             raise UserError("call .apply(agent) before reading outputs")
 
+    def _plain_outputs(self) -> Any:
+        from pyflink.common import Types
+
+        if self._format != "envelope":
+            return self._outputs
+        return self._outputs.map(_output_of, output_type=Types.PICKLED_BYTE_ARRAY())
+
     def to_datastream(self) -> Any:
         """The agents' outputs (`OutputEvent.output` values), as Python objects."""
         self._require_applied()
-        return self._outputs
+        return self._plain_outputs()
+
+    def sends(self) -> Any:
+        """Messages of ``ctx.send``/``ctx.reply`` from completed turns, as `OutRecord`s
+        (topic, key, envelope bytes, headers); `to_agents` writes them to Kafka."""
+        self._require_applied()
+        return self._sends
+
+    def dead_letters(self) -> Any:
+        """Undeliverable envelopes as `OutRecord`s whose value is `DeadLetter.encode()`.
+        Only for ``from_kafka(format="envelope")``."""
+        self._require_applied()
+        if self._dead_letters is None:
+            raise UserError("dead_letters() needs AgentRuntime.from_kafka(..., format='envelope')")
+        return self._dead_letters
+
+    def to_agents(
+        self,
+        *,
+        bootstrap_servers: str,
+        exactly_once: bool = True,
+        transactional_id_prefix: str | None = None,
+    ) -> Any:
+        """Write the agents' outbound messages to the recipients' inbox topics
+        (``agents.<agent_type>.inbox``, keyed by address), transactionally by default."""
+        self._require_applied()
+        if self._sends_wired:
+            raise UserError("outbound messages are already written to Kafka by this runtime")
+        self._sends_wired = True
+        return envelope_kafka_sink(
+            _wall_clock_timestamps(self._sends),
+            bootstrap_servers=bootstrap_servers,
+            exactly_once=exactly_once,
+            transactional_id_prefix=transactional_id_prefix,
+            name=f"sends-{self._agent_type}",
+        )
 
     def errors(self) -> Any:
         """Unhandled `ErrorEvent`s of completed turns, as JSON strings with the agent key."""
@@ -209,18 +382,45 @@ class AgentRuntime:
         bootstrap_servers: str,
         exactly_once: bool = True,
         transactional_id_prefix: str | None = None,
+        format: Literal["json", "envelope"] = "json",  # noqa: A002 - the proposal's name
     ) -> Any:
-        """Write the outputs as JSON text to `topic`, transactionally by default."""
+        """Write the outputs to `topic`, transactionally by default: as JSON text, or with
+        ``format="envelope"`` as envelopes from the emitting agent to ``topic:<topic>``
+        (keyed by the agent's address; the payload is the output when it is a registered
+        message, else ``OutputEvent``), together with the agents' outbound messages (see
+        `to_agents`) unless they are written already."""
         from pyflink.common import Types
 
         self._require_applied()
+        if format == "envelope":
+            if self._format != "envelope" or self._agent_type is None:
+                raise UserError(
+                    "to_kafka(format='envelope') needs AgentRuntime.from_kafka(..., "
+                    "format='envelope'), whose outputs know their agent and cause"
+                )
+            records = self._outputs.map(
+                functools.partial(_output_envelope, self._agent_type, topic),
+                output_type=Types.PICKLED_BYTE_ARRAY(),
+            ).name("envelope-encode")
+            name = envelope_kafka_sink(
+                _wall_clock_timestamps(records),
+                bootstrap_servers=bootstrap_servers,
+                exactly_once=exactly_once,
+                transactional_id_prefix=transactional_id_prefix,
+                name=f"out-{topic}",
+            )
+            if not self._sends_wired:
+                self.to_agents(bootstrap_servers=bootstrap_servers, exactly_once=exactly_once)
+            return name
+        if format != "json":
+            raise UserError(f"format={format!r}: use 'json' or 'envelope'")
         sink = kafka_sink(
             topic=topic,
             bootstrap_servers=bootstrap_servers,
             exactly_once=exactly_once,
             transactional_id_prefix=transactional_id_prefix,
         )
-        rows = self._outputs.map(_to_json, output_type=Types.STRING()).name("json-encode")
+        rows = self._plain_outputs().map(_to_json, output_type=Types.STRING()).name("json-encode")
         return _wall_clock_timestamps(rows).sink_to(sink).name(f"kafka:{topic}")
 
     def to_table(self) -> Any:
@@ -232,7 +432,7 @@ class AgentRuntime:
         table_env = self._table_env or StreamTableEnvironment.create(
             self._outputs.get_execution_environment()
         )
-        rows = self._outputs.map(_to_json, output_type=Types.STRING())
+        rows = self._plain_outputs().map(_to_json, output_type=Types.STRING())
         return table_env.from_data_stream(rows).alias("output")
 
 
