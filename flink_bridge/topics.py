@@ -39,7 +39,9 @@ def inbox_topic(agent_type: str) -> str:
 
     Every agent type name (``[A-Za-z_][A-Za-z0-9_.-]{0,127}``) is a legal Kafka topic name.
     """
-    AgentAddress(agent_type, "_")  # validates the type name, with the address's own message
+    if not isinstance(agent_type, str) or "/" in agent_type:
+        raise UserError(f"agent type {agent_type!r} must be a str without '/', e.g. 'Pinger'")
+    parse_address(f"{agent_type}/_")  # raises UserError naming what is wrong with the type
     return f"{INBOX_PREFIX}{agent_type}{INBOX_SUFFIX}"
 
 
