@@ -29,6 +29,7 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -40,7 +41,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -153,7 +153,11 @@ class Job:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -176,15 +180,17 @@ class Job:
                 self.proc.wait(timeout=10)
         else:
             # The job's own children (the Flink JVM) may outlive it: same process group.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self._log.close()
 
 
 def run_side(
-    side: str, cmd: list[str], env: dict[str, str], stack: Stack, args: argparse.Namespace,
+    side: str,
+    cmd: list[str],
+    env: dict[str, str],
+    stack: Stack,
+    args: argparse.Namespace,
     deadline: float,
 ) -> SideReport:
     """Start `side`'s job, run the phases against it, stop it."""
@@ -196,10 +202,18 @@ def run_side(
     job = Job(cmd, env, stack.root / f"{side}-job.log")
     started = time.monotonic()
     try:
-        produce_burst(stack.bootstrap, source, phase="warmup", count=WARMUP_INPUTS,
-                      keys=args.keys, latency_ms=0, start=0)
-        ok = collector.wait_for("warmup", WARMUP_INPUTS,
-                                min(args.start_timeout, deadline - time.monotonic()), job.alive)
+        produce_burst(
+            stack.bootstrap,
+            source,
+            phase="warmup",
+            count=WARMUP_INPUTS,
+            keys=args.keys,
+            latency_ms=0,
+            start=0,
+        )
+        ok = collector.wait_for(
+            "warmup", WARMUP_INPUTS, min(args.start_timeout, deadline - time.monotonic()), job.alive
+        )
         if not ok:
             why = "exited" if not job.alive() else "timed out"
             report.error = f"{side} job {why} before its warm-up outputs arrived"
@@ -209,8 +223,15 @@ def run_side(
         n = WARMUP_INPUTS
         for latency in args.latencies:
             phase = f"burst{latency}ms"
-            first = produce_burst(stack.bootstrap, source, phase=phase, count=args.inputs,
-                                  keys=args.keys, latency_ms=latency, start=n)
+            first = produce_burst(
+                stack.bootstrap,
+                source,
+                phase=phase,
+                count=args.inputs,
+                keys=args.keys,
+                latency_ms=latency,
+                start=n,
+            )
             n += args.inputs
             budget = min(args.phase_timeout, deadline - time.monotonic())
             collector.wait_for(phase, args.inputs, budget, job.alive)
@@ -218,9 +239,16 @@ def run_side(
             log(f"{side} {report.phases[phase].line()}")
         if args.paced_seconds > 0 and time.monotonic() < deadline:
             phase = f"paced{args.paced_latency}ms"
-            first, sent = produce_paced(stack.bootstrap, source, phase=phase,
-                                        rate=args.paced_rate, seconds=args.paced_seconds,
-                                        keys=args.keys, latency_ms=args.paced_latency, start=n)
+            first, sent = produce_paced(
+                stack.bootstrap,
+                source,
+                phase=phase,
+                rate=args.paced_rate,
+                seconds=args.paced_seconds,
+                keys=args.keys,
+                latency_ms=args.paced_latency,
+                start=n,
+            )
             budget = min(args.phase_timeout, deadline - time.monotonic())
             collector.wait_for(phase, sent, budget, job.alive)
             report.phases[phase] = collector.result(phase, sent, first)
@@ -242,17 +270,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=2000, help="inputs per burst phase")
     parser.add_argument("--keys", type=int, default=1000)
-    parser.add_argument("--latencies", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[0, 50], help="model latencies of the burst phases, ms")
+    parser.add_argument(
+        "--latencies",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[0, 50],
+        help="model latencies of the burst phases, ms",
+    )
     parser.add_argument("--paced-rate", type=float, default=100.0)
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--paced-latency", type=int, default=50)
     parser.add_argument("--in-flight", type=int, default=200)
     parser.add_argument("--checkpoint-ms", type=int, default=1000)
-    parser.add_argument("--baseline-python",
-                        default=os.environ.get("BENCH_BASELINE_PYTHON", DEFAULT_BASELINE_PYTHON))
-    parser.add_argument("--baseline-mode", default="thread", choices=["thread", "process"],
-                        help="python.execution-mode of the baseline's job")
+    parser.add_argument(
+        "--baseline-python",
+        default=os.environ.get("BENCH_BASELINE_PYTHON", DEFAULT_BASELINE_PYTHON),
+    )
+    parser.add_argument(
+        "--baseline-mode",
+        default="thread",
+        choices=["thread", "process"],
+        help="python.execution-mode of the baseline's job",
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-ours", action="store_true")
     parser.add_argument("--start-timeout", type=float, default=240.0)
@@ -277,25 +315,44 @@ def main() -> None:
         # The baseline first, before our Ray head exists, so it has the machine to itself.
         if not args.skip_baseline:
             if not Path(args.baseline_python).exists():
-                reports["baseline"] = SideReport("baseline", {}, error=(
-                    f"no baseline interpreter at {args.baseline_python!r}: create a venv with "
-                    "`pip install flink-agents==0.2.0 apache-flink==2.2.1` and pass "
-                    "--baseline-python"))
+                reports["baseline"] = SideReport(
+                    "baseline",
+                    {},
+                    error=(
+                        f"no baseline interpreter at {args.baseline_python!r}: create a venv with "
+                        "`pip install flink-agents==0.2.0 apache-flink==2.2.1` and pass "
+                        "--baseline-python"
+                    ),
+                )
                 log(reports["baseline"].error or "")
             else:
                 env = dict(base_env)
                 env.pop("VIRTUAL_ENV", None)
-                cmd = [args.baseline_python, "-m", "bench._runtime.baseline_job", *common,
-                       "--num-async-threads", str(args.in_flight),
-                       "--execution-mode", args.baseline_mode,
-                       "--jars", ",".join(flink_connector_jar_urls())]
+                cmd = [
+                    args.baseline_python,
+                    "-m",
+                    "bench._runtime.baseline_job",
+                    *common,
+                    "--num-async-threads",
+                    str(args.in_flight),
+                    "--execution-mode",
+                    args.baseline_mode,
+                    "--jars",
+                    ",".join(flink_connector_jar_urls()),
+                ]
                 reports["baseline"] = run_side("baseline", cmd, env, stack, args, deadline)
         if not args.skip_ours:
             log("starting Ray")
             env = dict(base_env)
             env.update(stack.start_ray())
-            cmd = [sys.executable, "-m", "bench._runtime.ours_job", *common,
-                   "--max-in-flight", str(args.in_flight)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench._runtime.ours_job",
+                *common,
+                "--max-in-flight",
+                str(args.in_flight),
+            ]
             reports["ours"] = run_side("ours", cmd, env, stack, args, deadline)
     finally:
         stack.close(keep=args.keep_state)
@@ -304,26 +361,33 @@ def main() -> None:
     base = reports.get("baseline", SideReport("baseline", {}))
     lo, hi = args.latencies[0], args.latencies[-1]
     paced = ours.phases.get(f"paced{args.paced_latency}ms")
-    ratios = [_ratio(ours.rate(f"burst{ms}ms"), base.rate(f"burst{ms}ms"))
-              for ms in (lo, hi)]
-    log(f"setup: {args.inputs} inputs per burst, {args.keys} keys, {args.in_flight} calls in "
+    ratios = [_ratio(ours.rate(f"burst{ms}ms"), base.rate(f"burst{ms}ms")) for ms in (lo, hi)]
+    log(
+        f"setup: {args.inputs} inputs per burst, {args.keys} keys, {args.in_flight} calls in "
         f"flight, checkpoints every {args.checkpoint_ms} ms, parallelism 1, "
-        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+    )
     for side in (base, ours):
         if side.error:
             log(f"{side.side}: {side.error}")
-    print(json.dumps({
-        "bench": "runtime",
-        "turns_per_s_0ms": ours.rate(f"burst{lo}ms"),
-        "turns_per_s_50ms": ours.rate(f"burst{hi}ms"),
-        "p50_ms": round(paced.p50_ms, 1) if paced else None,
-        "p99_ms": round(paced.p99_ms, 1) if paced else None,
-        "baseline": "flink-agents-0.2.0",
-        "baseline_turns_per_s_0ms": base.rate(f"burst{lo}ms"),
-        "baseline_turns_per_s_50ms": base.rate(f"burst{hi}ms"),
-        "ratio_vs_baseline": min((r for r in ratios if r is not None), default=None)
-        if all(r is not None for r in ratios) else None,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "runtime",
+                "turns_per_s_0ms": ours.rate(f"burst{lo}ms"),
+                "turns_per_s_50ms": ours.rate(f"burst{hi}ms"),
+                "p50_ms": round(paced.p50_ms, 1) if paced else None,
+                "p99_ms": round(paced.p99_ms, 1) if paced else None,
+                "baseline": "flink-agents-0.2.0",
+                "baseline_turns_per_s_0ms": base.rate(f"burst{lo}ms"),
+                "baseline_turns_per_s_50ms": base.rate(f"burst{hi}ms"),
+                "ratio_vs_baseline": min((r for r in ratios if r is not None), default=None)
+                if all(r is not None for r in ratios)
+                else None,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ import os
 import sys
 import time
 import uuid
-from typing import Any, Dict, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from flink_agents.api.agents.agent import Agent
 from flink_agents.api.chat_message import ChatMessage, MessageRole
@@ -44,7 +45,7 @@ class ScriptedChatModel(BaseChatModelSetup):
     """Answers `workload.answer_for(prompt)` after the latency the prompt names."""
 
     @property
-    def model_kwargs(self) -> Dict[str, Any]:
+    def model_kwargs(self) -> dict[str, Any]:
         return {}
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
@@ -87,7 +88,7 @@ class BaselineAgent(Agent):
         ctx.send_event(OutputEvent(output=wl.make_output(record, str(reply.content), result)))
 
 
-def _key(record: Dict[str, Any]) -> str:
+def _key(record: dict[str, Any]) -> str:
     return str(record["key"])
 
 
@@ -107,6 +108,16 @@ def main() -> None:
     parser.add_argument("--group", default="bench-runtime-baseline")
     args = parser.parse_args()
 
+    # Thread mode runs Python inside the JVM, which sees only PYTHONPATH, read when the JVM starts
+    # (importing flink_agents' execution environment starts it): name the repo root (for
+    # this module and the workload) and this interpreter's import path (flink-agents, pemja).
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paths = [root, *[p for p in sys.path if p and os.path.exists(p)]]
+    paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+
+    from flink_agents.api.core_options import AgentExecutionOptions
+    from flink_agents.api.execution_environment import AgentsExecutionEnvironment
     from pyflink.common import Configuration, Types, WatermarkStrategy
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
@@ -118,20 +129,20 @@ def main() -> None:
         KafkaSource,
     )
 
-    from flink_agents.api.core_options import AgentExecutionOptions
-    from flink_agents.api.execution_environment import AgentsExecutionEnvironment
-
-    # The JVM's Python must import this module and the workload: put the repo root first.
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
-    )
     conf = Configuration()
     conf.set_string("python.execution-mode", args.execution_mode)
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    for key in ("rest.bind-address", "rest.address", "jobmanager.bind-host",
-                "taskmanager.bind-host", "taskmanager.host"):
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", "3")
+    conf.set_string("restart-strategy.fixed-delay.delay", "1 s")
+    for key in (
+        "rest.bind-address",
+        "rest.address",
+        "jobmanager.bind-host",
+        "taskmanager.bind-host",
+        "taskmanager.host",
+    ):
         conf.set_string(key, "127.0.0.1")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(1)
@@ -171,9 +182,11 @@ def main() -> None:
 
     agents_env = AgentsExecutionEnvironment.get_execution_environment(env=env)
     agents_env.get_config().set(AgentExecutionOptions.NUM_ASYNC_THREADS, args.num_async_threads)
-    outputs = agents_env.from_datastream(input=records, key_selector=_key).apply(
-        BaselineAgent()
-    ).to_datastream()
+    outputs = (
+        agents_env.from_datastream(input=records, key_selector=_key)
+        .apply(BaselineAgent())
+        .to_datastream()
+    )
     outputs.map(_to_json, output_type=Types.STRING()).name("json-encode").sink_to(sink).name(
         f"kafka:{args.sink}"
     )

@@ -88,9 +88,7 @@ class Collector:
         with self._lock:
             return len(self._arrived.get(phase, {}))
 
-    def wait_for(
-        self, phase: str, expected: int, timeout_s: float, alive: Any = None
-    ) -> bool:
+    def wait_for(self, phase: str, expected: int, timeout_s: float, alive: Any = None) -> bool:
         """Wait until `expected` outputs of `phase` arrived; False on timeout or a dead job."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -147,7 +145,9 @@ def produce_burst(
     producer = _producer(bootstrap)
     first = time.time()
     for i in range(count):
-        record = wl.make_input(start + i, keys=keys, phase=phase, latency_ms=latency_ms, t=time.time())
+        record = wl.make_input(
+            start + i, keys=keys, phase=phase, latency_ms=latency_ms, t=time.time()
+        )
         producer.produce(topic, json.dumps(record, separators=(",", ":")))
         if i % 1000 == 999:
             producer.poll(0)
@@ -175,7 +175,9 @@ def produce_paced(
         delay = due - time.time()
         if delay > 0:
             time.sleep(delay)
-        record = wl.make_input(start + i, keys=keys, phase=phase, latency_ms=latency_ms, t=time.time())
+        record = wl.make_input(
+            start + i, keys=keys, phase=phase, latency_ms=latency_ms, t=time.time()
+        )
         producer.produce(topic, json.dumps(record, separators=(",", ":")))
         producer.poll(0)
     producer.flush(30)
