@@ -1,16 +1,11 @@
 """The baseline side of the runtime benchmark: the same pipeline on apache/flink-agents 0.2.0.
 
-Kafka (read_committed) -> pickled Python dicts -> flink-agents agent keyed by ``key`` ->
-JSON -> transactional Kafka sink, with the same checkpoint interval as our side. The agent has
-one async action per input that makes one model call and one tool call through
-``ctx.durable_execute_async`` (flink-agents runs each on its async thread pool, whose size,
-``num-async-threads``, is the number of calls in flight). The model is `ScriptedChatModel`
-below: it answers from the prompt after ``time.sleep(latency_ms)`` (the pool's threads block, as
-they do for a real blocking client); no HTTP server, as on our side.
+Kafka (read_committed) -> pickled Python dicts -> the flink-agents agent of `baseline_agent`,
+keyed by ``key`` -> JSON -> transactional Kafka sink, with the same checkpoint interval and
+parallelism as our side, and ``num-async-threads`` set to our number of calls in flight.
 
-flink-agents loads the agent's classes by module name inside the JVM's Python, so they live
-here, in an importable module (the repo root must be on PYTHONPATH). This module needs only
-flink-agents and apache-flink; it never imports the project's packages.
+This module needs only flink-agents and apache-flink (it runs in the baseline's own venv); it
+never imports the project's packages. The repo root must be on PYTHONPATH.
 
 Run (in the baseline's venv):
     python -m bench._runtime.baseline_job --bootstrap 127.0.0.1:9092 --source in --sink out \
@@ -23,69 +18,12 @@ import argparse
 import json
 import os
 import sys
-import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
-from flink_agents.api.agents.agent import Agent
-from flink_agents.api.chat_message import ChatMessage, MessageRole
-from flink_agents.api.chat_models.chat_model import BaseChatModelSetup
-from flink_agents.api.decorators import action, chat_model_setup, tool
-from flink_agents.api.events.event import InputEvent, OutputEvent
-from flink_agents.api.resource import ResourceDescriptor, ResourceType
-from flink_agents.api.runner_context import RunnerContext
+from bench._runtime.baseline_agent import BaselineAgent
 
-from bench._runtime import workload as wl
-
-__all__ = ["BaselineAgent", "ScriptedChatModel", "main"]
-
-
-class ScriptedChatModel(BaseChatModelSetup):
-    """Answers `workload.answer_for(prompt)` after the latency the prompt names."""
-
-    @property
-    def model_kwargs(self) -> dict[str, Any]:
-        return {}
-
-    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
-        answer, delay_s = wl.answer_for(str(messages[-1].content))
-        if delay_s > 0:
-            time.sleep(delay_s)
-        return ChatMessage(role=MessageRole.ASSISTANT, content=answer)
-
-
-class BaselineAgent(Agent):
-    """One model call, then one tool call, then one output, per input."""
-
-    @chat_model_setup
-    @staticmethod
-    def llm() -> ResourceDescriptor:
-        return ResourceDescriptor(
-            clazz=f"{ScriptedChatModel.__module__}.{ScriptedChatModel.__name__}",
-            connection="none",  # chat() is overridden: no connection resource is used
-        )
-
-    @tool
-    @staticmethod
-    def lookup(key: str) -> str:
-        """Look a key up.
-
-        Args:
-            key: the agent key.
-        """
-        return wl.lookup(key)
-
-    @action(InputEvent)
-    @staticmethod
-    async def on_input(event: InputEvent, ctx: RunnerContext) -> None:
-        record = event.input
-        llm = ctx.get_resource("llm", ResourceType.CHAT_MODEL)
-        prompt = ChatMessage(role=MessageRole.USER, content=wl.prompt_for(record))
-        reply = await ctx.durable_execute_async(llm.chat, [prompt])
-        lookup_tool = ctx.get_resource("lookup", ResourceType.TOOL)
-        result = await ctx.durable_execute_async(lookup_tool.call, key=record["key"])
-        ctx.send_event(OutputEvent(output=wl.make_output(record, str(reply.content), result)))
+__all__ = ["main"]
 
 
 def _key(record: dict[str, Any]) -> str:
