@@ -85,6 +85,10 @@ def create_environment(config: RuntimeConfig | None = None) -> Any:
     conf.set_string("python.fn-execution.bundle.size", str(config.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(config.bundle_time_ms))
     conf.set_string("state.backend.type", config.state_backend)
+    # Fusing the agent operator with the Python operators after it (to_kafka's encoder and
+    # re-stamper) opened the agent function twice in one task, and two `ray.init` calls in one
+    # interpreter hang. Keep Python operators apart.
+    conf.set_string("python.operator-chaining.enabled", "false")
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(config.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "1 s")

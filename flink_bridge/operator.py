@@ -71,6 +71,7 @@ class OperatorOptions:
         bridge: str = "ray",
         ray_env: dict[str, str] | None = None,
         drain_timeout_s: float = 300.0,
+        bridge_start_timeout_s: float = 180.0,
         envelopes: bool = False,
         message_types: tuple[Any, ...] = (),
     ) -> None:
@@ -80,6 +81,7 @@ class OperatorOptions:
         self.bridge = bridge
         self.ray_env = dict(ray_env or {})
         self.drain_timeout_s = drain_timeout_s
+        self.bridge_start_timeout_s = bridge_start_timeout_s
         self.envelopes = envelopes
         self.message_types = tuple(message_types)
 
@@ -122,6 +124,31 @@ def _jvm_signal_handlers_kept() -> Iterator[None]:
         yield
     finally:
         faulthandler.is_enabled = original  # type: ignore[assignment]
+
+
+def _start_in_thread(bridge: Any, *, timeout_s: float) -> None:
+    """Start the bridge on a plain Python thread, and fail the task (Flink restarts it) with
+    a clear message if it does not start in time, rather than hang in `open()`."""
+    import threading
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            bridge.start()
+        except BaseException as exc:  # handed to the task thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="flink-actors-bridge-start", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(
+            f"the effect bridge did not connect to Ray within {timeout_s:.0f} s; check that the "
+            "Ray head in RAY_ADDRESS answers (`flink-actors status`)"
+        )
+    if failure:
+        raise failure[0]
 
 
 class _EngineFactory:
@@ -220,7 +247,7 @@ class AgentProcessFunction:
                 ),
             )
         with _jvm_signal_handlers_kept():
-            bridge.start()
+            _start_in_thread(bridge, timeout_s=self.options.bridge_start_timeout_s)
         return bridge
 
     def close(self) -> None:
