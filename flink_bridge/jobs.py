@@ -45,6 +45,7 @@ __all__ = [
     "check_savepoint",
     "cluster_running",
     "job_environ",
+    "job_state",
     "list_jobs",
     "local_command",
     "parse_job_id",
@@ -54,6 +55,7 @@ __all__ = [
     "run_job",
     "savepoint_uri",
     "stop_job",
+    "wait_for_state",
 ]
 
 RESTORE_ENV = "FLINK_ACTORS_RESTORE_FROM"

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -31,6 +32,9 @@ from protocols.errors import ConfigError
 __all__ = ["connect_ray", "real_std_streams"]
 
 logger = logging.getLogger("flink_actors.flink_bridge.ray_pool")
+# Two agent operators in one TaskManager open their bridges at the same time; two concurrent
+# ray.init calls in one process hang (both wait in Node.__init__), so they take turns.
+_INIT_LOCK = threading.Lock()
 
 _START_FIX = (
     "start the embedded stack (`flink-actors stack up`) or a head with "
@@ -151,6 +155,13 @@ def connect_ray(
     else:
         _check_head(address, connect_timeout_s)
         _enable_token_auth()
+    with _INIT_LOCK:
+        return _init_ray(address, namespace, num_cpus, log_to_driver)
+
+
+def _init_ray(
+    address: str | None, namespace: str, num_cpus: int | None, log_to_driver: bool
+) -> bool:
     import ray
 
     if ray.is_initialized():

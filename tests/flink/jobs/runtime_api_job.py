@@ -73,7 +73,7 @@ def table_rows() -> list[tuple[str, str]]:
     return [("t1", "first row"), ("t2", "second row"), ("t1", "third row")]
 
 
-def build(env: Any) -> Any:
+def build(env: Any, only: str = "both", effects: str = "ray") -> Any:
     from pyflink.common import Types
     from pyflink.table import DataTypes, StreamTableEnvironment
 
@@ -82,13 +82,16 @@ def build(env: Any) -> Any:
     my_workflow = MyWorkflow()
     output_datastream = (
         AgentRuntime.from_datastream(input_datastream, key_selector=lambda s: s.split("-")[0])
-        .apply(my_workflow)
+        .apply(my_workflow, effects=effects)
         .to_datastream()
     )
     from_stream = output_datastream.map(
         lambda m: json.dumps({"via": "datastream", "role": m.role, "content": m.content}),
         output_type=Types.STRING(),
     )
+
+    if only == "datastream":
+        return from_stream
 
     # -- Table API ---------------------------------------------------------------------------
     t_env = StreamTableEnvironment.create(env)
@@ -105,22 +108,26 @@ def build(env: Any) -> Any:
         model=OpenAIChatModel(model="scripted", base_url=model_url()),
         prompt="You answer in one line.",
     )
-    output_table = AgentRuntime.from_table(input_table).apply(my_agent).to_table()
+    output_table = AgentRuntime.from_table(input_table).apply(my_agent, effects=effects).to_table()
     columns = output_table.get_schema().get_field_names()
     from_table = t_env.to_data_stream(output_table).map(
         lambda row: json.dumps({"via": "table", "columns": columns, "output": row[0]}),
         output_type=Types.STRING(),
     )
+    if only == "table":
+        return from_table
     return from_stream.union(from_table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-url", required=True)
+    parser.add_argument("--only", choices=["both", "datastream", "table"], default="both")
+    parser.add_argument("--effects", choices=["ray", "in-process"], default="ray")
     args = parser.parse_args()
     os.environ[MODEL_URL_ENV] = args.model_url
     env = create_environment(RuntimeConfig(checkpoint_interval_ms=None))
-    results = build(env)
+    results = build(env, args.only, args.effects)
     with results.execute_and_collect("runtime-api") as records:
         outputs = [json.loads(r) for r in records]
     print("RESULT " + json.dumps({"outputs": outputs}), flush=True)
