@@ -63,8 +63,9 @@ def model_url() -> Iterator[str]:
 class Scenario:
     """Topics, checkpoint dir, inputs and the processes of one failure scenario."""
 
-    def __init__(self, name: str, kafka: Any, model_url: str, tmp_path: Path) -> None:
+    def __init__(self, name: str, kafka: Any, model_url: str, tmp_path: Path, effects: str) -> None:
         self.name = name
+        self.effects = effects
         self.kafka = kafka
         self.model_url = model_url
         self.tmp_path = tmp_path
@@ -94,6 +95,8 @@ class Scenario:
             f"g-{self.name}",
             "--txn-prefix",
             f"fail-{self.name}",
+            "--effects",
+            self.effects,
         ]
         if restore is not None:
             args += ["--restore", str(restore)]
@@ -120,14 +123,15 @@ class Scenario:
         for job in self.jobs:
             if job.alive():
                 job.kill()
+        self.reader.close()
 
 
 @pytest.fixture
-def scenario_factory(kafka: Any, ray_head: Any, model_url: str, tmp_path: Path) -> Iterator[Any]:
+def scenario_factory(kafka: Any, model_url: str, tmp_path: Path) -> Iterator[Any]:
     made: list[Scenario] = []
 
-    def make(name: str) -> Scenario:
-        made.append(Scenario(name, kafka, model_url, tmp_path))
+    def make(name: str, effects: str) -> Scenario:
+        made.append(Scenario(name, kafka, model_url, tmp_path, effects))
         return made[-1]
 
     yield make
@@ -160,7 +164,7 @@ def effect_worker_pids(head_pid: int) -> list[int]:
 
 def test_ray_worker_killed_mid_stream(scenario_factory: Any, ray_head: Any) -> None:
     """(b) The pool's worker processes die; Ray restarts them, the bridge resubmits."""
-    s = scenario_factory("ray")
+    s = scenario_factory("ray", "ray")
     job = s.run_until_failure_point()
     pids = effect_worker_pids(ray_head.pid)
     assert pids, "no EffectWorker process found under the Ray head"
@@ -169,8 +173,9 @@ def test_ray_worker_killed_mid_stream(scenario_factory: Any, ray_head: Any) -> N
         os.kill(pid, signal.SIGKILL)
     records = s.finish(job)
     job.kill()
-    figures = analyse("ray-worker-kill", s.inputs, records, read_calls(s.model_url),
-                      failure_at=failure_at)
+    figures = analyse(
+        "ray-worker-kill", s.inputs, records, read_calls(s.model_url), failure_at=failure_at
+    )
     figures.extra = {"killed_workers": len(pids), "restores": len(job.restores())}
     report(figures)
     assert_exactly_once(figures)
@@ -182,7 +187,7 @@ def test_kafka_broker_restart_mid_stream(scenario_factory: Any, stack_config: An
     """(c) The broker stops for 5 s and comes back; the job recovers."""
     from flink_bridge.stack import kafka_broker
 
-    s = scenario_factory("kafka")
+    s = scenario_factory("kafka", "in-process")
     job = s.run_until_failure_point()
     failure_at = time.time()
     kafka_broker.stop_kafka(stack_config)
@@ -210,7 +215,7 @@ def test_kafka_broker_restart_mid_stream(scenario_factory: Any, stack_config: An
 
 def test_taskmanager_killed_then_restored(scenario_factory: Any) -> None:
     """(a) SIGKILL of the job's process group; a new job restores the last checkpoint."""
-    s = scenario_factory("tm")
+    s = scenario_factory("tm", "in-process")
     job = s.run_until_failure_point()
     failure_at = job.kill()
     checkpoint = latest_checkpoint(s.checkpoints)

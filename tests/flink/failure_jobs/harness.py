@@ -24,6 +24,7 @@ call in a group is a repeat. The committed output names the call whose answer it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -78,10 +79,8 @@ class JobProcess:
         """SIGKILL the whole process group; returns the time of the kill."""
         at = time.time()
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.proc.wait(30)
         self._out.close()
         return at
@@ -121,12 +120,19 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path:
 
 class OutputReader:
     """Reads the sink topic with read_committed from the beginning, on a thread; keeps each
-    record with the time it became visible."""
+    record with the time it became visible.
+
+    The partition is assigned, not subscribed: a consumer group with no committed offset
+    rewinds to the beginning when its coordinator moves (a broker restart does that), which
+    would read every output twice. Offsets already seen are skipped for the same reason, so
+    two records with the same input here are two records in the topic.
+    """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        from confluent_kafka import Consumer
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.records: list[tuple[float, dict[str, Any]]] = []
+        self._offsets: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = Consumer(
@@ -138,7 +144,7 @@ class OutputReader:
                 "isolation.level": "read_committed",
             }
         )
-        self._consumer.subscribe([topic])
+        self._consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         self._thread = threading.Thread(target=self._run, name="output-reader", daemon=True)
         self._thread.start()
 
@@ -147,6 +153,10 @@ class OutputReader:
             msg = self._consumer.poll(0.2)
             if msg is None or msg.error() is not None:
                 continue
+            where = (msg.partition(), msg.offset())
+            if where in self._offsets:
+                continue
+            self._offsets.add(where)
             record = json.loads(msg.value())
             with self._lock:
                 self.records.append((time.time(), record))
@@ -173,9 +183,10 @@ class OutputReader:
             time.sleep(0.2)
 
     def close(self) -> list[tuple[float, dict[str, Any]]]:
-        self._stop.set()
-        self._thread.join(10)
-        self._consumer.close()
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(10)
+            self._consumer.close()
         with self._lock:
             return list(self.records)
 

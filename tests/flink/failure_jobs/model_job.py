@@ -26,8 +26,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from actors import ChatModelEvent, ChatModelResponseEvent, InputEvent, OutputEvent, Workflow
-from actors import model, step
+from actors import (
+    ChatModelEvent,
+    ChatModelResponseEvent,
+    InputEvent,
+    OutputEvent,
+    Workflow,
+    model,
+    step,
+)
 from actors.models.openai import OpenAIChatModel
 from flink_bridge.environment import RuntimeConfig, create_environment
 from flink_bridge.runtime import AgentRuntime
