@@ -291,6 +291,18 @@ def main() -> None:
         choices=["thread", "process"],
         help="python.execution-mode of the baseline's job",
     )
+    parser.add_argument(
+        "--ours-effects",
+        default="ray",
+        choices=["ray", "in-process"],
+        help="where our side runs model and tool calls (the product default is the Ray pool)",
+    )
+    parser.add_argument(
+        "--ours-chaining",
+        action="store_true",
+        help="our job with Flink's operator chaining on; off by default because `ray.init` "
+        "hangs in a task that chains several Python operators (see docs/benchmarks.md)",
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-ours", action="store_true")
     parser.add_argument("--start-timeout", type=float, default=240.0)
@@ -352,6 +364,9 @@ def main() -> None:
                 *common,
                 "--max-in-flight",
                 str(args.in_flight),
+                "--effects",
+                args.ours_effects,
+                *([] if args.ours_chaining else ["--no-chaining"]),
             ]
             reports["ours"] = run_side("ours", cmd, env, stack, args, deadline)
     finally:

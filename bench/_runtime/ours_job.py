@@ -75,9 +75,16 @@ def main() -> None:
     parser.add_argument("--checkpoint-ms", type=int, default=1000)
     parser.add_argument("--max-in-flight", type=int, default=200)
     parser.add_argument("--group", default="bench-runtime-ours")
+    parser.add_argument("--effects", default="ray", choices=["ray", "in-process"])
+    parser.add_argument(
+        "--no-chaining",
+        action="store_true",
+        help="run every operator in its own task (pipeline.operator-chaining.enabled=false)",
+    )
     args = parser.parse_args()
+    extra = {"pipeline.operator-chaining.enabled": "false"} if args.no_chaining else {}
     config = RuntimeConfig(
-        checkpoint_interval_ms=args.checkpoint_ms, max_in_flight=args.max_in_flight
+        checkpoint_interval_ms=args.checkpoint_ms, max_in_flight=args.max_in_flight, extra=extra
     )
     env = create_environment(config)
     runtime = AgentRuntime.from_kafka(
@@ -87,7 +94,9 @@ def main() -> None:
         group_id=args.group,
         config=config,
     )
-    runtime.apply(BenchAgent()).to_kafka(args.sink, bootstrap_servers=args.bootstrap)
+    runtime.apply(BenchAgent(), effects=args.effects).to_kafka(
+        args.sink, bootstrap_servers=args.bootstrap
+    )
     env.execute("bench-runtime-ours")
 
 
