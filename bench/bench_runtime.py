@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +140,8 @@ class SideReport:
     side: str
     phases: dict[str, PhaseResult]
     error: str | None = None
+    cpu: dict[str, float] = field(default_factory=dict)
+    timed_s: float = 0.0
 
     def rate(self, phase: str) -> float | None:
         res = self.phases.get(phase)
@@ -201,6 +203,7 @@ def run_side(
     report = SideReport(side=side, phases={})
     job = Job(cmd, env, stack.root / f"{side}-job.log")
     started = time.monotonic()
+    profilers: list[subprocess.Popen[bytes]] = []
     try:
         produce_burst(
             stack.bootstrap,
@@ -220,6 +223,10 @@ def run_side(
             log(f"{report.error}; log tail:\n{job.tail()}")
             return report
         log(f"{side}: job up, warm-up committed after {time.monotonic() - started:.0f} s")
+        if args.profile_dir:
+            profilers = start_profilers(side, job, stack, args)
+        cpu_before = cpu_seconds(side_processes(job, stack, side))
+        timed_from = time.monotonic()
         n = WARMUP_INPUTS
         for latency in args.latencies:
             phase = f"burst{latency}ms"
@@ -253,13 +260,109 @@ def run_side(
             collector.wait_for(phase, sent, budget, job.alive)
             report.phases[phase] = collector.result(phase, sent, first)
             log(f"{side} {report.phases[phase].line()} (paced at {args.paced_rate:g}/s)")
+        cpu_after = cpu_seconds(side_processes(job, stack, side))
+        report.cpu = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
+        report.timed_s = time.monotonic() - timed_from
+        log(
+            f"{side} CPU seconds over the {report.timed_s:.0f} s of timed phases: "
+            + ", ".join(
+                f"{k} {v:.1f}" for k, v in sorted(report.cpu.items(), key=lambda kv: -kv[1])
+            )
+        )
         if not job.alive():
             report.error = f"{side} job exited during the run"
             log(f"{report.error}; log tail:\n{job.tail()}")
     finally:
+        for proc in profilers:
+            with contextlib.suppress(Exception):
+                proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                proc.wait(timeout=30)
         job.stop()
         collector.close()
     return report
+
+
+def side_processes(job: Job, stack: Stack, side: str) -> dict[str, list[int]]:
+    """The processes whose CPU a side spends, by role: its job (the Flink JVM, with the Python
+    inside it), and for our side the Ray processes of our own head; the Kafka broker for both."""
+    import psutil
+
+    roles: dict[str, list[int]] = {"flink-jvm+python": [], "kafka-broker": []}
+    with contextlib.suppress(psutil.Error):
+        roles["flink-jvm+python"] = [job.proc.pid] + [
+            p.pid for p in psutil.Process(job.proc.pid).children(recursive=True)
+        ]
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if str(stack.root) not in cmd:
+            continue
+        if "kafka.Kafka" in cmd:
+            roles["kafka-broker"].append(proc.pid)
+        elif side == "ours" and "raylet" in cmd:
+            with contextlib.suppress(psutil.Error):
+                for child in proc.children(recursive=True):
+                    title = " ".join(child.cmdline())
+                    role = (
+                        "ray-workers"
+                        if "ray::" in title or "default_worker" in title
+                        else ("ray-head-services")
+                    )
+                    roles.setdefault(role, []).append(child.pid)
+            roles.setdefault("ray-head-services", []).append(proc.pid)
+        elif side == "ours" and ("gcs_server" in cmd or "ray/dashboard" in cmd):
+            roles.setdefault("ray-head-services", []).append(proc.pid)
+    return roles
+
+
+def cpu_seconds(roles: dict[str, list[int]]) -> dict[str, float]:
+    """user + system CPU seconds so far, per role."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for role, pids in roles.items():
+        total = 0.0
+        for pid in set(pids):
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(pid).cpu_times()
+                total += times.user + times.system
+        out[role] = total
+    return out
+
+
+def start_profilers(
+    side: str, job: Job, stack: Stack, args: argparse.Namespace
+) -> list[subprocess.Popen[bytes]]:
+    """`py-spy record` (collapsed stacks) of the job's JVM (the Python inside it) and, for our
+    side, of the Ray workers of our own head, for the timed phases."""
+    import psutil
+
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        log(f"--profile-dir: no py-spy next to {sys.executable}; not profiling")
+        return []
+    out = Path(args.profile_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    targets: list[tuple[str, int]] = []
+    for proc in psutil.Process(job.proc.pid).children(recursive=True):
+        if proc.name() == "java":
+            targets.append((f"{side}-jvm", proc.pid))
+    if side == "ours":
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "raylet" in cmd and str(stack.root) in cmd:
+                for child in proc.children(recursive=True):
+                    if child.name().startswith("ray::") or "default_worker" in " ".join(
+                        child.cmdline()
+                    ):
+                        targets.append((f"{side}-ray-{child.pid}", child.pid))
+    procs = []
+    for name, pid in targets:
+        path = out / f"{name}.txt"
+        cmd = [str(spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw"]
+        cmd += ["--output", str(path), "--nonblocking"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        log(f"profiling {name} (pid {pid}) -> {path}")
+    return procs
 
 
 def _ratio(ours: float | None, base: float | None) -> float | None:
@@ -309,6 +412,11 @@ def main() -> None:
     parser.add_argument("--phase-timeout", type=float, default=90.0)
     parser.add_argument("--budget-s", type=float, default=480.0, help="whole-run time bound")
     parser.add_argument("--keep-state", action="store_true", help="keep logs in the temp dir")
+    parser.add_argument(
+        "--profile-dir",
+        default=None,
+        help="py-spy the jobs (and our Ray workers) during the timed phases; collapsed stacks",
+    )
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget_s
 
