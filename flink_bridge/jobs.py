@@ -218,7 +218,10 @@ def remote_command(
     environ: Mapping[str, str] | None = None,
 ) -> list[str]:
     """``flink run`` of PyFlink's distribution, aimed at the standalone cluster's REST port."""
+    # The TaskManager's embedded Python sees only this path (not our venv's site-packages,
+    # where pemja and the dependencies live), so it gets our whole import path.
     paths = python_path(app, environ)
+    paths += [p for p in sys.path if p and Path(p).exists() and p not in paths]
     cmd = ["bash", str(_flink_cli()), "run", "-m", config.flink_rest_address]
     if detached:
         cmd.append("-d")

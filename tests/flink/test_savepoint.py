@@ -9,6 +9,7 @@ output, and each key's counter must continue where run 1 left it.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import tempfile
 from collections import defaultdict
@@ -63,6 +64,7 @@ def flink_cluster():
         yield config
     finally:
         stop_flink_cluster(config)
+        shutil.rmtree(config.state_dir, ignore_errors=True)
 
 
 def _inputs(start: int, count: int) -> list[dict]:
@@ -73,8 +75,7 @@ def _flags(config: StackConfig) -> list[str]:
     return ["--state-dir", str(config.state_dir), "--flink-rest-port", str(config.flink_rest_port)]
 
 
-def test_counters_continue_across_savepoint_and_upgrade(local_stack, flink_cluster) -> None:
-    kafka = local_stack.kafka
+def test_counters_continue_across_savepoint_and_upgrade(kafka, flink_cluster) -> None:
     config = flink_cluster
     source, sink = "sp-in", "sp-out"
     kafka.create_topics([source, sink], partitions=1)
