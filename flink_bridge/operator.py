@@ -126,29 +126,45 @@ def _jvm_signal_handlers_kept() -> Iterator[None]:
         faulthandler.is_enabled = original  # type: ignore[assignment]
 
 
-def _start_in_thread(bridge: Any, *, timeout_s: float) -> None:
-    """Start the bridge on a plain Python thread, and fail the task (Flink restarts it) with
-    a clear message if it does not start in time, rather than hang in `open()`."""
+def _on_python_thread(fn: Callable[[], None], *, timeout_s: float) -> bool:
+    """Run `fn` on a plain Python thread and wait up to `timeout_s`; True if it finished.
+
+    Ray must not be called from the task thread itself: that thread belongs to the JVM (Pemja
+    gives it its own Python thread state), and Ray's Cython code re-takes the GIL with
+    `PyGILState_Ensure`, which does not know that thread state, so the thread waits for the GIL
+    it already holds (seen with gdb: `CoreWorker.kill_actor -> check_status ->
+    PyGILState_Ensure -> take_gil`, hung forever in `close()`). A thread made by `threading`
+    has a matching thread state. Exceptions from `fn` are raised here.
+    """
     import threading
 
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            bridge.start()
+            fn()
         except BaseException as exc:  # handed to the task thread below
             failure.append(exc)
 
-    thread = threading.Thread(target=run, name="flink-actors-bridge-start", daemon=True)
+    thread = threading.Thread(target=run, name="flink-actors-ray-call", daemon=True)
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive():
+        return False
+    if failure:
+        raise failure[0]
+    return True
+
+
+def _start_in_thread(bridge: Any, *, timeout_s: float) -> None:
+    """Start the bridge on a plain Python thread (see `_on_python_thread`), and fail the task
+    (Flink restarts it) with a clear message if it does not start in time, rather than hang in
+    `open()`."""
+    if not _on_python_thread(bridge.start, timeout_s=timeout_s):
         raise TimeoutError(
             f"the effect bridge did not connect to Ray within {timeout_s:.0f} s; check that the "
             "Ray head in RAY_ADDRESS answers (`flink-actors status`)"
         )
-    if failure:
-        raise failure[0]
 
 
 class _EngineFactory:
@@ -252,8 +268,10 @@ class AgentProcessFunction:
 
     def close(self) -> None:
         bridge = getattr(self, "bridge", None)
-        if bridge is not None:
-            bridge.close()
+        if bridge is not None and not _on_python_thread(
+            bridge.close, timeout_s=self.options.bridge_start_timeout_s
+        ):
+            logger.warning("the effect bridge did not close within the timeout; leaving it")
 
     # -- input ----------------------------------------------------------------------------
 
