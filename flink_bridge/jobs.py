@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from flink_bridge.stack.config import StackConfig
 from protocols.errors import UserError
@@ -117,7 +118,7 @@ def check_savepoint(path: str | Path) -> str:
     text = str(path)
     if "://" in text and not text.startswith("file:"):
         return text
-    local = Path(text.removeprefix("file://")).expanduser()
+    local = Path(urlparse(text).path if text.startswith("file:") else text).expanduser()
     if not local.exists():
         raise UserError(
             f"savepoint {text!r} does not exist; pass the path that "
