@@ -401,10 +401,9 @@ def main() -> None:
         help="where our side runs model and tool calls (the product default is the Ray pool)",
     )
     parser.add_argument(
-        "--ours-chaining",
+        "--ours-no-chaining",
         action="store_true",
-        help="our job with Flink's operator chaining on; off by default because `ray.init` "
-        "hangs in a task that chains several Python operators (see docs/benchmarks.md)",
+        help="our job with Flink's operator chaining off (each operator in its own task)",
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-ours", action="store_true")
@@ -474,7 +473,7 @@ def main() -> None:
                 str(args.in_flight),
                 "--effects",
                 args.ours_effects,
-                *([] if args.ours_chaining else ["--no-chaining"]),
+                *(["--no-chaining"] if args.ours_no_chaining else []),
             ]
             reports["ours"] = run_side("ours", cmd, env, stack, args, deadline)
     finally:
