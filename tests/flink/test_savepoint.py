@@ -99,6 +99,16 @@ def test_counters_continue_across_savepoint_and_upgrade(kafka, flink_cluster) ->
     savepoint = stop.output.strip().splitlines()[-1]
     assert "savepoint-" in savepoint, stop.output
     assert jobs.job_state(config, job1) == "FINISHED"
+    assert jobs.check_savepoint(savepoint)
+
+    # A second thread-mode job on the same TaskManager fails: pemja (in the job's flink-python
+    # jar) cannot load libpython again in a new user-code class loader on Java 17
+    # ("NoSuchFieldException: loadedLibraryNames"). Until the cluster puts flink-python on its
+    # own class path, redeploy the cluster for the upgrade, as an upgrade often does anyway.
+    from flink_bridge.stack.flink_cluster import start_flink_cluster, stop_flink_cluster
+
+    stop_flink_cluster(config)
+    start_flink_cluster(config)
 
     second = _inputs(len(first), 70)
     kafka.produce(source, [json.dumps(r) for r in second])
