@@ -99,6 +99,9 @@ def create_environment(config: RuntimeConfig | None = None) -> Any:
     conf.set_string("taskmanager.host", "127.0.0.1")
     if config.checkpoint_dir:
         conf.set_string("execution.checkpointing.dir", config.checkpoint_dir)
+    restore_from = os.environ.get("FLINK_ACTORS_RESTORE_FROM")  # set by `run --from-savepoint`
+    if restore_from:
+        conf.set_string("execution.state-recovery.path", restore_from)
     for key, value in config.extra.items():
         conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
