@@ -72,7 +72,9 @@ def test_connect_ray_works_with_pemja_like_streams() -> None:
         real.write("CONNECTED\\n")
         """
     )
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    # A fresh local Ray: drop the client env a stack fixture of this session may have set.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=env
     )

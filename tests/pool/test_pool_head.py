@@ -25,6 +25,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _env_without_session_ray() -> dict[str, str]:
+    """This module's head and clients use Ray's default token; a stack fixture of the same
+    pytest session may have put another head's address and token path in os.environ."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    return env
+
+
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
     """A Ray head of our own on 127.0.0.1 (local-only mode), stopped by its process group."""
@@ -33,7 +41,7 @@ def ray_head() -> Iterator[str]:
         pytest.skip("the ray CLI is not installed next to this Python")
     port = _free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray-pool-head-")
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = _env_without_session_ray()
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
@@ -91,8 +99,7 @@ def test_bridges_join_a_head_and_share_named_pools(ray_head: str) -> None:
         print("JOINED", flush=True)
         """
     )
-    env = {**os.environ}
-    env.pop("RAY_ADDRESS", None)
+    env = _env_without_session_ray()
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=env
     )

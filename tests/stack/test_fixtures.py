@@ -36,6 +36,8 @@ def test_ray_head_fixture_joins_with_token(ray_head) -> None:  # type: ignore[no
 
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert os.environ["RAY_AUTH_TOKEN_PATH"] == ray_head.env["RAY_AUTH_TOKEN_PATH"]
+    if ray.is_initialized():  # another test module's Ray in this pytest process
+        ray.shutdown()
     ray.init(address=ray_head.address, log_to_driver=False)
     try:
 
