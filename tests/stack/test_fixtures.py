@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -32,22 +36,19 @@ def test_kafka_fixture_round_trip(kafka, kafka_bootstrap: str) -> None:  # type:
 
 
 def test_ray_head_fixture_joins_with_token(ray_head) -> None:  # type: ignore[no-untyped-def]
-    import ray
-
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert os.environ["RAY_AUTH_TOKEN_PATH"] == ray_head.env["RAY_AUTH_TOKEN_PATH"]
-    if ray.is_initialized():  # another test module's Ray in this pytest process
-        ray.shutdown()
-    ray.init(address=ray_head.address, log_to_driver=False)
-    try:
-
-        @ray.remote
-        def square(x: int) -> int:
-            return x * x
-
-        assert ray.get([square.remote(i) for i in range(5)], timeout=120) == [0, 1, 4, 9, 16]
-    finally:
-        ray.shutdown()
+    # A fresh process with the fixture's env, the way jobs join: a Ray used earlier in this
+    # pytest process keeps its own token cached even after ray.shutdown().
+    probe = Path(__file__).with_name("ray_client_probe.py")
+    proc = subprocess.run(
+        [sys.executable, str(probe), ray_head.address],
+        capture_output=True, text=True, timeout=180, env={**os.environ, **ray_head.env},
+    )  # fmt: skip
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ok"], result
+    assert result["value"] == 42
+    assert result["non_loopback"] == []
 
 
 def test_local_stack_fixture(local_stack) -> None:  # type: ignore[no-untyped-def]
