@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flink_bridge.stack.errors import PortInUseError
+from flink_bridge.stack.procs import PidFile, is_alive
 
 __all__ = [
     "LOOPBACK",
@@ -99,3 +100,28 @@ def wait_until(
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval_s)
+
+
+def recorded_status(
+    name: str,
+    pid_file: PidFile,
+    *,
+    address: str,
+    answers: Callable[[], bool],
+    detail: str = "",
+) -> ComponentStatus:
+    """Status of a component started with a pid file: stale (file removed), down, starting
+    (alive, not answering yet) or up."""
+    if pid_file.is_stale():
+        pid_file.remove()
+        return ComponentStatus(
+            name=name,
+            health=Health.STALE,
+            address=address,
+            detail=f"removed stale pid file {str(pid_file.path)!r}",
+        )
+    record = pid_file.read()
+    if record is None or not is_alive(record.pid, record.create_time):
+        return ComponentStatus(name=name, health=Health.DOWN, address=address)
+    health = Health.UP if answers() else Health.STARTING
+    return ComponentStatus(name=name, health=health, address=address, pid=record.pid, detail=detail)

@@ -22,10 +22,11 @@ from flink_bridge.stack.health import (
     Health,
     check_port_free,
     port_open,
+    recorded_status,
     wait_until,
 )
 from flink_bridge.stack.java import find_java
-from flink_bridge.stack.procs import PidFile, is_alive, start_process, stop_process
+from flink_bridge.stack.procs import PidFile, start_process, stop_process, stop_recorded
 
 __all__ = [
     "broker_answers",
@@ -231,28 +232,14 @@ def start_kafka(config: StackConfig) -> ComponentStatus:
 
 def stop_kafka(config: StackConfig) -> bool:
     """Stop the broker (SIGTERM, then SIGKILL after `stop_timeout_s`); False if not running."""
-    pid_file = kafka_pid_file(config)
-    record = pid_file.live()
-    if record is None:
-        return False
-    stop_process(record, timeout_s=config.stop_timeout_s)
-    pid_file.remove()
-    return True
+    return stop_recorded(kafka_pid_file(config), timeout_s=config.stop_timeout_s)
 
 
 def status_kafka(config: StackConfig) -> ComponentStatus:
     """Pid and health of the broker."""
-    pid_file = kafka_pid_file(config)
-    if pid_file.is_stale():
-        pid_file.remove()
-        return ComponentStatus(
-            name=NAME,
-            health=Health.STALE,
-            address=config.kafka_bootstrap,
-            detail=f"removed stale pid file {str(pid_file.path)!r}",
-        )
-    record = pid_file.read()
-    if record is None or not is_alive(record.pid, record.create_time):
-        return ComponentStatus(name=NAME, health=Health.DOWN, address=config.kafka_bootstrap)
-    health = Health.UP if broker_answers(config.kafka_bootstrap) else Health.STARTING
-    return ComponentStatus(name=NAME, health=health, address=config.kafka_bootstrap, pid=record.pid)
+    return recorded_status(
+        NAME,
+        kafka_pid_file(config),
+        address=config.kafka_bootstrap,
+        answers=lambda: broker_answers(config.kafka_bootstrap),
+    )

@@ -193,3 +193,14 @@ def _running(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def stop_recorded(pid_file: PidFile, *, timeout_s: float) -> bool:
+    """Stop the process a pid file records (SIGTERM, then SIGKILL after `timeout_s`) and remove
+    the file; False if it was not running."""
+    record = pid_file.live()
+    if record is None:
+        return False
+    stop_process(record, timeout_s=timeout_s)
+    pid_file.remove()
+    return True

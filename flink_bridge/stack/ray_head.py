@@ -37,9 +37,10 @@ from flink_bridge.stack.health import (
     check_port_free,
     free_port,
     port_open,
+    recorded_status,
     wait_until,
 )
-from flink_bridge.stack.procs import PidFile, is_alive, start_process, stop_process
+from flink_bridge.stack.procs import PidFile, start_process, stop_process, stop_recorded
 
 __all__ = [
     "auth_token_path",
@@ -187,34 +188,15 @@ def _raylet_ready(temp_dir: Path) -> bool:
 
 def stop_ray(config: StackConfig) -> bool:
     """Stop the head and everything it started; False if it was not running."""
-    pid_file = ray_pid_file(config)
-    record = pid_file.live()
-    if record is None:
-        return False
-    stop_process(record, timeout_s=config.stop_timeout_s)
-    pid_file.remove()
-    return True
+    return stop_recorded(ray_pid_file(config), timeout_s=config.stop_timeout_s)
 
 
 def status_ray(config: StackConfig) -> ComponentStatus:
     """Pid and health of the head."""
-    pid_file = ray_pid_file(config)
-    if pid_file.is_stale():
-        pid_file.remove()
-        return ComponentStatus(
-            name=NAME,
-            health=Health.STALE,
-            address=config.ray_address,
-            detail=f"removed stale pid file {str(pid_file.path)!r}",
-        )
-    record = pid_file.read()
-    if record is None or not is_alive(record.pid, record.create_time):
-        return ComponentStatus(name=NAME, health=Health.DOWN, address=config.ray_address)
-    health = Health.UP if port_open(config.ray_port) else Health.STARTING
-    return ComponentStatus(
-        name=NAME,
-        health=health,
+    return recorded_status(
+        NAME,
+        ray_pid_file(config),
         address=config.ray_address,
-        pid=record.pid,
+        answers=lambda: port_open(config.ray_port),
         detail=f"token {str(auth_token_path(config))!r}",
     )
