@@ -8,11 +8,15 @@ proposal's sketch.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+_M = TypeVar("_M", bound=BaseModel)
+
 __all__ = [
+    "AskReply",
+    "AskTimeout",
     "ChatMessage",
     "ChatModelEvent",
     "ChatModelResponseEvent",
@@ -200,3 +204,37 @@ class ErrorEvent(Event):
     source_event: str | None = None
     step: str | None = None
     cause: str | None = None
+
+
+# -- request/reply (ctx.ask) -------------------------------------------------------------------
+
+
+class AskReply(Event):
+    """The answer to a ``ctx.ask``: delivered to the asking agent when the recipient answered
+    with ``ctx.reply`` before the ask's timeout.
+
+    `message` is the reply in JSON mode (a dict for a pydantic model, else the plain value), so
+    the event stays plain data in the journal and in keyed state; `parse(MyReply)` turns it back
+    into the model. `message_type` is the reply's registered type name (or its class name).
+    """
+
+    builtin_name: ClassVar[str] = "flink_actors.AskReply"
+    correlation_id: str
+    sender: str
+    message_type: str
+    message: Any = None
+
+    def parse(self, model_type: type[_M]) -> _M:
+        """The reply as an instance of ``model_type`` (validated from `message`)."""
+        return model_type.model_validate(self.message)
+
+
+class AskTimeout(Event):
+    """Delivered to the asking agent when no reply to its ``ctx.ask`` came within
+    `timeout_s` (simulated or processing time, depending on the runtime). A reply arriving
+    later is dropped."""
+
+    builtin_name: ClassVar[str] = "flink_actors.AskTimeout"
+    correlation_id: str
+    recipient: str
+    timeout_s: float
