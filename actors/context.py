@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actors.effects import EffectKind, EffectResult
+from actors.messaging import OpenAsk, Outbound, ask_correlation_id
 from protocols.errors import (
     AgentRunError,
     ContextError,
@@ -48,7 +49,8 @@ class RunnerContext:
         self._event = event
         self._calls = 0
         self.events: list[Event] = []
-        self.sends: list[tuple[Any, Any]] = []
+        self.sends: list[Outbound] = []
+        self.asks: list[OpenAsk] = []
         self.timers: list[tuple[float, Event]] = []
         self.errors: list[Any] = []
 
@@ -63,6 +65,12 @@ class RunnerContext:
     def sender(self) -> Any:
         """The address of the agent that sent the message being handled, or None for an input."""
         return self._turn.sender
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The correlation id of the ask being handled (what ``ctx.reply`` answers), or None
+        when the message being handled was not sent with ``ctx.ask``."""
+        return getattr(self._turn, "correlation_id", None)
 
     @property
     def turn_id(self) -> str:
@@ -87,18 +95,66 @@ class RunnerContext:
     def send(self, address: Any, message: Any) -> None:
         """Send ``message`` to another agent at ``address`` (an `AgentAddress`, a
         `TopicAddress`, or its string form ``"agent_type/key"`` / ``"topic:name"``); delivered
-        after the turn commits."""
-        self.sends.append((_parse_address(address), message))
+        after the turn commits. A topic address publishes (see `publish`)."""
+        recipient = _parse_address(address)
+        kind = "publish" if _is_topic(recipient) else "send"
+        self.sends.append(Outbound(recipient, message, kind=kind))
+
+    def ask(self, address: Any, message: Any, *, timeout_s: float = 30.0) -> str:
+        """Send ``message`` to the agent at ``address`` and expect an answer; return the ask's
+        correlation id.
+
+        The step does not wait: the answer arrives later as a turn of its own, an `AskReply`
+        (when the recipient answered with ``ctx.reply`` within ``timeout_s``) or an
+        `AskTimeout` (when it did not); both carry the returned correlation id, so keep it in
+        the state to match them. The id is derived from the turn and the call index, so a
+        replayed turn asks under the same id.
+        """
+        recipient = _parse_address(address)
+        if _is_topic(recipient):
+            raise UserError(
+                f"ctx.ask needs an agent address, got the topic {str(recipient)!r}; "
+                "ask one agent ('agent_type/key') or publish to the topic"
+            )
+        if not timeout_s > 0:
+            raise UserError(f"ctx.ask timeout_s must be > 0, got {timeout_s!r}")
+        correlation_id = ask_correlation_id(self._turn.address, self._next_id())
+        self.sends.append(Outbound(recipient, message, correlation_id, kind="ask"))
+        self.asks.append(OpenAsk(correlation_id, recipient, float(timeout_s)))
+        return correlation_id
+
+    def publish(self, topic: Any, message: Any) -> None:
+        """Publish ``message`` to a topic (``"prices"``, ``"topic:prices"`` or a
+        `TopicAddress`); every agent type subscribed to it receives it (see
+        `actors.messaging.Subscription`)."""
+        from protocols.addresses import TopicAddress
+
+        if isinstance(topic, str) and not topic.startswith("topic:"):
+            try:
+                recipient: Any = TopicAddress(topic)
+            except Exception as exc:
+                raise UserError(f"ctx.publish: topic {topic!r} is not valid: {exc}") from None
+        else:
+            recipient = _parse_address(topic)
+        if not _is_topic(recipient):
+            raise UserError(
+                f"ctx.publish takes a topic, got the agent address {str(recipient)!r}; "
+                "use ctx.send for one agent"
+            )
+        self.sends.append(Outbound(recipient, message, kind="publish"))
 
     def reply(self, message: Any) -> None:
         """Answer whoever sent the message being handled: the sending agent, or, for an input
-        record, the agent's output stream."""
+        record, the agent's output stream. Answering an ask carries its correlation id, so the
+        asker receives an `AskReply`."""
         if self._turn.sender is None:
             from protocols.events import OutputEvent
 
             self.events.append(OutputEvent(output=message))
         else:
-            self.sends.append((self._turn.sender, message))
+            self.sends.append(
+                Outbound(self._turn.sender, message, self.correlation_id, kind="reply")
+            )
 
     def schedule(self, delay_s: float, event: Event) -> None:
         """Deliver ``event`` to this agent after ``delay_s`` seconds, as a turn of its own."""
@@ -156,6 +212,12 @@ class RunnerContext:
         call_id = f"{self._path}#{self._calls}"
         self._calls += 1
         return call_id
+
+
+def _is_topic(address: Any) -> bool:
+    from protocols.addresses import TopicAddress
+
+    return isinstance(address, TopicAddress)
 
 
 def _parse_address(address: Any) -> Any:

@@ -49,6 +49,7 @@ from pydantic import BaseModel
 
 from actors.context import RunnerContext, Suspend
 from actors.effects import EffectKind, EffectRequest, EffectResult
+from actors.messaging import OpenAsk, Outbound
 from actors.models.base import ChatResult, ToolSchema
 from actors.state import dump_state, load_state
 from actors.workflow import CompiledWorkflow, ModelSpec, Workflow
@@ -83,10 +84,15 @@ class TurnOutcome:
     pending: list[EffectRequest] = field(default_factory=list)
     state: Any = None
     outputs: list[Any] = field(default_factory=list)
-    sends: list[tuple[Any, Any]] = field(default_factory=list)
+    sends: list[Outbound] = field(default_factory=list)
     timers: list[tuple[float, Event]] = field(default_factory=list)
     errors: list[ErrorEvent] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    # -- messaging (actors.messaging) ------------------------------------------------------
+    # ``sends`` holds every ctx.send/ask/reply/publish as an `Outbound`; ``asks`` the asks this
+    # turn opened (correlation id, recipient, timeout): the runtime keeps them, with a deadline
+    # on its own clock, and delivers AskReply or AskTimeout, whichever comes first.
+    asks: list[OpenAsk] = field(default_factory=list)
 
 
 class AgentEngine:
@@ -133,6 +139,7 @@ class AgentEngine:
         turn_id: str,
         sender: Any = None,
         owned: bool = False,
+        correlation_id: str | None = None,
     ) -> TurnOutcome:
         """Run one pass of the turn that handles ``event``. Pure: ``state`` is not mutated, and
         the same inputs give the same outcome.
@@ -140,8 +147,12 @@ class AgentEngine:
         ``owned=True`` hands ``state`` over to the engine (e.g. freshly decoded from bytes for
         this pass and not used again): it skips the defensive deep copy, which is the largest
         cost of a small turn.
+
+        ``correlation_id`` is the correlation id of the ask being handled (None for anything
+        else): ``ctx.reply`` carries it back, so the asker receives an `AskReply`.
         """
         turn = _Turn(self.compiled, journal, address=address, sender=sender, turn_id=turn_id)
+        turn.correlation_id = correlation_id  # messaging: read by RunnerContext.reply
         return turn.run(state if owned else copy.deepcopy(state), event)
 
 
@@ -163,6 +174,7 @@ class _Turn:
         self.sender = sender
         self.turn_id = turn_id
         self.pending: dict[str, EffectRequest] = {}
+        self.correlation_id: str | None = None  # messaging: the ask being handled, if any
         self.used: set[str] = set()
         self.usage = Usage()
 
@@ -247,6 +259,7 @@ class _Turn:
                 for k, child in enumerate(emitted):
                     enqueue(child, f"{eid}/{spec.name}.{k}")
                 out.sends.extend(ctx.sends)
+                out.asks.extend(ctx.asks)  # messaging: asks opened by this step
                 out.timers.extend(ctx.timers)
             if not handled:
                 if isinstance(event, ErrorEvent):

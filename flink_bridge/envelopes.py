@@ -263,12 +263,30 @@ def _wrap(
     )
 
 
+HEADER_KIND = "fa.kind"
+HEADER_REPLY_EXPECTED = "fa.reply_expected"
+HEADER_CORRELATION = "fa.correlation_id"
+
+
 def send_record(
-    recipient: Any, message: Any, *, sender: AgentAddress, cause: dict[str, Any] | None
+    recipient: Any,
+    message: Any,
+    *,
+    sender: AgentAddress,
+    cause: dict[str, Any] | None,
+    correlation_id: str | None = None,
+    kind: str = "send",
 ) -> OutRecord:
-    """The record of one `ctx.send`/`ctx.reply`: to the recipient's inbox topic, keyed by the
-    recipient (an agent) or by the sender (a topic). Raises `UserError` for a message that is
-    not a registered pydantic model."""
+    """The record of one `ctx.send`/`ask`/`reply`/`publish`: to the recipient's inbox topic,
+    keyed by the recipient (an agent) or by the sender (a topic). Raises `UserError` for a
+    message that is not a registered pydantic model.
+
+    An ask, or a reply to one, carries its ``correlation_id`` as the envelope's correlation id
+    (instead of the one inherited from the cause). The kind travels in the envelope's headers
+    and the Kafka record's headers (``fa.kind``; ``fa.reply_expected = "1"`` on an ask;
+    ``fa.correlation_id``), so the receiving operator can tell an ask to answer and a reply to
+    match against its open asks.
+    """
     address = parse_address(recipient) if isinstance(recipient, str) else recipient
     if not isinstance(message, BaseModel):
         raise UserError(
@@ -276,8 +294,22 @@ def send_record(
             f"got {type(message).__name__!r}; decorate its class with @message('<name>')"
         )
     env = _wrap(message, address, sender, cause)
+    marks: dict[str, str] = {}
+    if kind != "send":
+        marks[HEADER_KIND] = kind
+    if correlation_id is not None:
+        marks[HEADER_CORRELATION] = correlation_id
+        if kind == "ask":
+            marks[HEADER_REPLY_EXPECTED] = "1"
+        update: dict[str, Any] = {"correlation_id": UUID(correlation_id)}
+        env = env.model_copy(update={**update, "headers": {**env.headers, **marks}})
+    elif marks:
+        env = env.model_copy(update={"headers": {**env.headers, **marks}})
     key = str(address) if isinstance(address, AgentAddress) else str(sender)
-    return _record(env, topic_for(address), key)
+    record = _record(env, topic_for(address), key)
+    if marks:
+        record.headers.update({k: v.encode() for k, v in marks.items()})
+    return record
 
 
 def output_record(
@@ -296,12 +328,21 @@ def output_record(
 
 
 def outbound_records(
-    sends: Iterable[tuple[Any, Any]], *, sender: AgentAddress, cause: dict[str, Any] | None
+    sends: Iterable[Any], *, sender: AgentAddress, cause: dict[str, Any] | None
 ) -> Iterator[OutRecord | str]:
-    """Records of a turn's sends; a send that cannot be encoded yields its error text."""
-    for recipient, message in sends:
+    """Records of a turn's sends (`actors.messaging.Outbound` records, or older
+    ``(recipient, message)`` pairs); a send that cannot be encoded yields its error text."""
+    for item in sends:
+        recipient, message = item
         try:
-            yield send_record(recipient, message, sender=sender, cause=cause)
+            yield send_record(
+                recipient,
+                message,
+                sender=sender,
+                cause=cause,
+                correlation_id=getattr(item, "correlation_id", None),
+                kind=getattr(item, "kind", "send"),
+            )
         except Exception as exc:
             yield f"{type(exc).__name__}: {exc}"
 
