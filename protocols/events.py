@@ -8,6 +8,7 @@ proposal's sketch.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -52,6 +53,11 @@ class Event(BaseModel):
                     raise TypeError(f"{type(self).__name__} got two values for {name!r}")
                 data[name] = value
         super().__init__(**data)
+
+    # Validation (`model_validate`, decoding a payload) never passes positional arguments, so
+    # pydantic may skip this `__init__` there and build instances in its core: without the
+    # marker it calls back into Python for every event validated, which doubles the cost.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
 class Usage(BaseModel):
@@ -156,7 +162,7 @@ class ChatModelEvent(Event):
     @field_validator("messages", mode="before")
     @classmethod
     def _coerce_messages(cls, value: Any) -> Any:
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple) and any(map(isinstance, value, repeat(str))):
             return [_as_chat_message(v) for v in value]
         return value
 
