@@ -421,16 +421,32 @@ def print_alerts(alerts: list[dict[str, Any]], *, console: Any = None, title: st
 
     console = console or Console()
     table = Table(title=title or f"fraud alerts ({len(alerts)}, read_committed)")
-    for column in ("txn", "account", "amount", "country", "merchant", "score", "by", "verdict",
-                   "reasons / analyst"):
+    for column in (
+        "txn",
+        "account",
+        "amount",
+        "country",
+        "merchant",
+        "score",
+        "by",
+        "verdict",
+        "reasons / analyst",
+    ):
         table.add_column(column)
     for a in alerts:
         why = "; ".join(a["reasons"])
         if a.get("analyst_note"):
             why += f"\nanalyst: {a['analyst_note']}"
         table.add_row(
-            a["txn_id"], a["account"], f"{a['amount']:.2f}", a["country"], a["merchant"],
-            str(a["score"]), a["decided_by"], a["verdict"], why,
+            a["txn_id"],
+            a["account"],
+            f"{a['amount']:.2f}",
+            a["country"],
+            a["merchant"],
+            str(a["score"]),
+            a["decided_by"],
+            a["verdict"],
+            why,
         )
     console.print(table)
 
@@ -446,11 +462,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transactions", default="fraud.transactions", help="input topic (JSON)")
     parser.add_argument("--alerts", default="fraud.alerts", help="alerts topic (JSON)")
     parser.add_argument("--profiles-db", default=str(_default_db()), help="SQLite profiles file")
-    parser.add_argument("--produce", type=int, default=0, metavar="N",
-                        help="first write N sample transactions to the input topic")
+    parser.add_argument(
+        "--produce",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first write N sample transactions to the input topic",
+    )
     parser.add_argument("--count", type=int, default=1000, help="print at most this many alerts")
-    parser.add_argument("--effects", choices=["ray", "in-process"], default="ray",
-                        help="where model/tool/lookup calls run")
+    parser.add_argument(
+        "--effects",
+        choices=["ray", "in-process"],
+        default="ray",
+        help="where model/tool/lookup calls run",
+    )
     parser.add_argument("--group", default="fraud-detection", help="Kafka consumer group")
     parser.add_argument("--checkpoint-ms", type=int, default=1000)
     parser.add_argument("--quiet", action="store_true", help="no summary table")
@@ -467,8 +492,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"produced {args.produce} transactions to {args.transactions!r}", flush=True)
     env = create_environment(RuntimeConfig(checkpoint_interval_ms=args.checkpoint_ms))
     build_job(
-        env, bootstrap=args.bootstrap, transactions=args.transactions, alerts=args.alerts,
-        profiles_db=args.profiles_db, effects=args.effects, group_id=args.group,
+        env,
+        bootstrap=args.bootstrap,
+        transactions=args.transactions,
+        alerts=args.alerts,
+        profiles_db=args.profiles_db,
+        effects=args.effects,
+        group_id=args.group,
     )
     began = time.monotonic()
     env.execute("fraud-detection")
@@ -493,15 +523,29 @@ def run_demo(config: Any, *, console: Any, timeout_s: float = 900.0) -> int:
     db = Path(config.state_dir) / "examples" / "fraud-profiles.db"
     started = time.monotonic()
     job = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), "--bootstrap", config.kafka_bootstrap,
-         "--transactions", source, "--alerts", sink, "--profiles-db", str(db), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--bootstrap",
+            config.kafka_bootstrap,
+            "--transactions",
+            source,
+            "--alerts",
+            sink,
+            "--profiles-db",
+            str(db),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
     )
     shown: list[dict[str, Any]] = []
     with console.status("running the fraud-detection job on Flink..."):
         while time.monotonic() - started < timeout_s:
             done = job.poll() is not None
-            for alert in read_alerts(config.kafka_bootstrap, sink, timeout=2.0)[len(shown):]:
+            for alert in read_alerts(config.kafka_bootstrap, sink, timeout=2.0)[len(shown) :]:
                 shown.append(alert)
                 console.print(
                     f"[green]{time.monotonic() - started:6.1f}s[/] [bold red]ALERT[/] "

@@ -46,28 +46,76 @@ INVOICES: dict[str, dict[str, Any]] = {
 }
 
 SHIPMENTS: dict[str, dict[str, Any]] = {
-    "1001": {"carrier": "DHL", "tracking": "DHL-771001", "last_scan": "Leipzig hub",
-             "eta": "2026-11-24"},
-    "1003": {"carrier": "UPS", "tracking": "UPS-553003", "last_scan": "delivered to doorstep",
-             "eta": "2026-11-18"},
-    "1005": {"carrier": "GLS", "tracking": "GLS-905005", "last_scan": "out for delivery",
-             "eta": "2026-11-22"},
-    "1006": {"carrier": "DHL", "tracking": "DHL-776006", "last_scan": "delivered to neighbour",
-             "eta": "2026-11-17"},
+    "1001": {
+        "carrier": "DHL",
+        "tracking": "DHL-771001",
+        "last_scan": "Leipzig hub",
+        "eta": "2026-11-24",
+    },
+    "1003": {
+        "carrier": "UPS",
+        "tracking": "UPS-553003",
+        "last_scan": "delivered to doorstep",
+        "eta": "2026-11-18",
+    },
+    "1005": {
+        "carrier": "GLS",
+        "tracking": "GLS-905005",
+        "last_scan": "out for delivery",
+        "eta": "2026-11-22",
+    },
+    "1006": {
+        "carrier": "DHL",
+        "tracking": "DHL-776006",
+        "last_scan": "delivered to neighbour",
+        "eta": "2026-11-17",
+    },
 }
 
 ISSUES: list[dict[str, str]] = [
-    {"id": "KB-12", "title": "Login fails after password reset",
-     "fix": "clear the app cache, then sign in with the new password"},
-    {"id": "KB-31", "title": "Router drops wifi every few minutes",
-     "fix": "update the router firmware to 3.2.1 and reboot it"},
-    {"id": "KB-44", "title": "App crashes on start after update",
-     "fix": "reinstall the app; version 5.0.2 fixes the crash"},
+    {
+        "id": "KB-12",
+        "title": "Login fails after password reset",
+        "fix": "clear the app cache, then sign in with the new password",
+    },
+    {
+        "id": "KB-31",
+        "title": "Router drops wifi every few minutes",
+        "fix": "update the router firmware to 3.2.1 and reboot it",
+    },
+    {
+        "id": "KB-44",
+        "title": "App crashes on start after update",
+        "fix": "reinstall the app; version 5.0.2 fixes the crash",
+    },
 ]
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset({"the", "a", "an", "my", "is", "it", "on", "in", "to", "and", "of", "i",
-                   "after", "every", "few", "with", "for", "me", "can", "you", "not"})
+_STOP = frozenset(
+    {
+        "the",
+        "a",
+        "an",
+        "my",
+        "is",
+        "it",
+        "on",
+        "in",
+        "to",
+        "and",
+        "of",
+        "i",
+        "after",
+        "every",
+        "few",
+        "with",
+        "for",
+        "me",
+        "can",
+        "you",
+        "not",
+    }
+)
 
 
 def _order(order_id: str) -> dict[str, Any]:
@@ -79,8 +127,11 @@ def _order(order_id: str) -> dict[str, Any]:
 
 def build_server() -> MCPServer:
     """The order-desk server with its five tools."""
-    server = MCPServer("orders", instructions="Order desk: orders, invoices, shipments, issues.",
-                       log_level="WARNING")
+    server = MCPServer(
+        "orders",
+        instructions="Order desk: orders, invoices, shipments, issues.",
+        log_level="WARNING",
+    )
 
     @server.tool()
     def get_order(order_id: str) -> dict[str, Any]:
@@ -121,8 +172,12 @@ def build_server() -> MCPServer:
         order = _order(order_id)
         shipment = SHIPMENTS.get(order["order_id"])
         if shipment is None:
-            return {"order_id": order["order_id"], "status": order["status"],
-                    "carrier": None, "last_scan": f"not shipped ({order['status']})"}
+            return {
+                "order_id": order["order_id"],
+                "status": order["status"],
+                "carrier": None,
+                "last_scan": f"not shipped ({order['status']})",
+            }
         return {"order_id": order["order_id"], "status": order["status"], **shipment}
 
     @server.tool()

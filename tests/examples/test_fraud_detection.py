@@ -58,7 +58,9 @@ def analyst_answer(body: dict[str, Any]) -> Scripted:
     results = [m["content"] for m in messages if "Result of merchant_risk:" in str(m["content"])]
     if not results:
         merchant = _merchant(messages[1]["content"])
-        return Scripted.text(json.dumps({"tool": "merchant_risk", "arguments": {"merchant": merchant}}))
+        return Scripted.text(
+            json.dumps({"tool": "merchant_risk", "arguments": {"merchant": merchant}})
+        )
     result = results[-1].split("Result of merchant_risk:", 1)[1].split("\n", 1)[0].strip()
     return Scripted.text(json.dumps({"final": _verdict_for(result)}))
 
@@ -88,7 +90,9 @@ def test_rules_and_model_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             asked.append(re.search(r"Transaction (\S+):", messages[-1].content).group(1))
             merchant = _merchant(messages[-1].content)
             args = json.dumps({"merchant": merchant})
-            return ChatMessage.assistant(None, [ToolCall(id="c", name="merchant_risk", arguments=args)])
+            return ChatMessage.assistant(
+                None, [ToolCall(id="c", name="merchant_risk", arguments=args)]
+            )
         return _verdict_for(tool_results[-1])
 
     db = fd.create_profiles_db(tmp_path / "profiles.db")
@@ -144,6 +148,8 @@ def test_fraud_job_on_kafka_flink_ray(local_stack, tmp_path: Path) -> None:
     check_alerts([json.loads(r.value) for r in records])
     # The model was asked about the borderline transactions only, twice each (tool, verdict):
     # completed calls are journaled, never made again.
-    asked = [re.search(r"Transaction (\S+):", r.body["messages"][1]["content"]).group(1)
-             for r in requests]
+    asked = [
+        re.search(r"Transaction (\S+):", r.body["messages"][1]["content"]).group(1)
+        for r in requests
+    ]
     assert sorted(asked) == sorted([t for t in BORDERLINE for _ in range(2)]), asked
