@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from actors.effects import EffectExecutor, EffectKind, EffectRequest, EffectResult
-from protocols.errors import ConfigError, UserError
+from protocols.errors import UserError
 
 __all__ = ["CassetteExecutor", "CassetteMiss", "ModelCassette", "request_hash"]
 
 CassetteMode = Literal["record", "replay", "auto"]
 
 
-class CassetteMiss(ConfigError):
+class CassetteMiss(UserError):
     """A model request that a cassette in replay mode has no recorded answer for."""
 
 
@@ -62,7 +62,7 @@ class ModelCassette:
         self.hits = 0
         self.recorded = 0
         if mode == "replay" and not self.path.exists():
-            raise ConfigError(
+            raise UserError(
                 f"cassette {str(self.path)!r} does not exist; record it first with "
                 "ModelCassette(path, mode='record')"
             )

@@ -45,7 +45,7 @@ from actors.simulation.metrics import AgentCounters, ResultTable
 from actors.simulation.population import AgentGroup, Population, agent_rng
 from protocols.addresses import AgentAddress, TopicAddress, parse_address
 from protocols.errors import AgentRunError, UserError
-from protocols.events import AskTimeout, ErrorEvent, Event, InputEvent
+from protocols.events import AskReply, AskTimeout, ErrorEvent, Event, InputEvent
 
 __all__ = ["Simulation", "SimulationResult"]
 
@@ -54,6 +54,7 @@ logger = logging.getLogger("flink_actors.actors")
 MAX_PASSES_PER_TURN = 1_000
 _DELIVER = 0
 _ASK_DEADLINE = 1
+_ASK_REPLY = 2
 
 
 @dataclass
@@ -308,6 +309,8 @@ class Simulation:
                 if item[0] == _DELIVER:
                     _, kind, idx, event, sender, correlation_id = item
                     await self._turn(kind, idx, event, sender, correlation_id)
+                elif item[0] == _ASK_REPLY:
+                    await self._ask_reply(item[1], item[2])
                 else:
                     self._ask_deadline(item[1])
             if horizon is not None:
@@ -461,16 +464,15 @@ class Simulation:
                     self.clock.push(at, (_DELIVER, kind, idx, event, sender, None))
             return
         if out.kind == "reply" and out.correlation_id is not None:
-            pending = self._asks.pop(out.correlation_id, None)
+            pending = self._asks.get(out.correlation_id)
             if pending is None:
-                self.stats["dropped_replies"] += 1
-                logger.debug("late reply %r from %s dropped", out.correlation_id, sender)
+                self._drop_reply(out.correlation_id, sender)
                 return
-            self.stats["ask_replies"] += 1
+            # Matched against the open ask when it arrives, not when it leaves: a reply still
+            # in flight at the ask's deadline is late.
             reply = ask_reply_event(out.correlation_id, sender, out.message)
             asker = f"{pending.asker.name}/{pending.asker.keys[pending.asker_index]}"
-            at = self._arrival(sender, asker)
-            self.clock.push(at, (_DELIVER, pending.asker, pending.asker_index, reply, sender, None))
+            self.clock.push(self._arrival(sender, asker), (_ASK_REPLY, reply, sender))
             return
         kind = self._types.get(getattr(recipient, "agent_type", ""))
         if kind is None:
@@ -481,6 +483,18 @@ class Simulation:
         event = inbound_event(out.message)
         at = self._arrival(sender, str(recipient))
         self.clock.push(at, (_DELIVER, kind, idx, event, sender, correlation_id))
+
+    async def _ask_reply(self, reply: AskReply, sender: AgentAddress) -> None:
+        pending = self._asks.pop(reply.correlation_id, None)
+        if pending is None:
+            self._drop_reply(reply.correlation_id, sender)
+            return
+        self.stats["ask_replies"] += 1
+        await self._turn(pending.asker, pending.asker_index, reply, sender, None)
+
+    def _drop_reply(self, correlation_id: str, sender: AgentAddress) -> None:
+        self.stats["dropped_replies"] += 1
+        logger.debug("late reply %r from %s dropped", correlation_id, sender)
 
     def _ask_deadline(self, correlation_id: str) -> None:
         pending = self._asks.pop(correlation_id, None)
