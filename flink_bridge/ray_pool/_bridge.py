@@ -43,6 +43,7 @@ from enum import StrEnum
 from typing import Any
 
 from actors.effects import EffectError, EffectKind, EffectRequest, EffectResult
+from flink_bridge.ray_pool._channel import ChannelClient
 from flink_bridge.ray_pool._config import BridgeConfig
 from flink_bridge.ray_pool._connect import connect_ray
 from flink_bridge.ray_pool._pool import WorkerPool
@@ -63,6 +64,22 @@ class BridgeState(StrEnum):
     NEW = "new"
     RUNNING = "running"
     CLOSED = "closed"
+
+
+class _Link:
+    """The bridge's channel to one actor (``transport="channel"``), on the bridge loop only.
+
+    `calls` are the calls sent on the current connection (seq -> request, resubmits); while
+    the connection is down (`client` None) batches wait in `waiting` until it is re-opened.
+    """
+
+    def __init__(self, address: str, secret: bytes) -> None:
+        self.address = address
+        self.secret = secret
+        self.client: ChannelClient | None = None
+        self.calls: dict[int, tuple[EffectRequest, int]] = {}
+        self.waiting: list[tuple[list[EffectRequest], int]] = []
+        self.reconnecting = False
 
 
 def _failed(request: EffectRequest, exc_type: type[Exception], message: str) -> EffectResult:
@@ -106,6 +123,8 @@ class RayBridge:
         self._thread: threading.Thread | None = None
         self._wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._links: dict[tuple[EffectKind, int], _Link] = {}
+        self._seq = 0
         self.resubmitted = 0  # calls sent again after a worker died (metrics, tests)
 
     # ------------------------------------------------------------------ lifecycle
@@ -151,6 +170,12 @@ class RayBridge:
             ready.extend(pool.start())
         try:
             ray.get(ready, timeout=120)
+            for pool in self._pools.values():
+                if pool.config.transport != "channel":
+                    continue
+                opened = ray.get([a.open_channel.remote() for a in pool.actors], timeout=60)
+                for index, (address, secret) in enumerate(opened):
+                    self._links[(pool.kind, index)] = _Link(address, secret)
         except Exception as exc:
             self._stop_pools()
             raise AgentRunError(
@@ -261,12 +286,16 @@ class RayBridge:
         self._loop = loop
         asyncio.set_event_loop(loop)
         self._wake = asyncio.Event()
+        loop.run_until_complete(self._connect_links())
         batcher = loop.create_task(self._batcher())
         loop.call_soon(started.set)
         try:
             loop.run_forever()
         finally:
             batcher.cancel()
+            for link in self._links.values():
+                if link.client is not None:
+                    link.client.close()
             for task in list(self._tasks):
                 task.cancel()
             with contextlib.suppress(Exception):
@@ -274,6 +303,26 @@ class RayBridge:
                     asyncio.gather(batcher, *self._tasks, return_exceptions=True)
                 )
             loop.close()
+
+    async def _connect_links(self) -> None:
+        for (kind, index), link in list(self._links.items()):
+            pool = self._pools[kind]
+            try:
+                link.client = await self._open_client(pool, index, link)
+            except OSError as exc:
+                # Not reachable over a local socket (another host): plain Ray calls instead.
+                logger.warning(
+                    "%s worker %d: no channel (%s); using Ray calls", kind.value, index, exc
+                )
+                del self._links[(kind, index)]
+
+    async def _open_client(self, pool: WorkerPool, index: int, link: _Link) -> ChannelClient:
+        return await ChannelClient.connect(
+            link.address,
+            link.secret,
+            lambda items: self._on_channel_results(pool, index, link, items),
+            lambda exc: self._on_channel_closed(pool, index, link, exc),
+        )
 
     async def _batcher(self) -> None:
         assert self._wake is not None
@@ -327,6 +376,10 @@ class RayBridge:
         assert self._loop is not None
         index = pool.pick()
         pool.outstanding[index] += len(batch)
+        link = self._links.get((pool.kind, index))
+        if link is not None:
+            self._send(pool, index, link, batch, resubmits)
+            return
         task = self._loop.create_task(self._run_batch(pool, index, batch, resubmits, undelivered))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -397,6 +450,94 @@ class RayBridge:
             )
         finally:
             pool.outstanding[index] -= len(batch) - len(returned)
+
+    # ------------------------------------------------------------------ channel transport
+
+    def _send(
+        self, pool: WorkerPool, index: int, link: _Link, batch: list[EffectRequest], resubmits: int
+    ) -> None:
+        """One frame on the actor's channel; queued while the channel is being re-opened."""
+        if link.client is None or link.client.closed:
+            link.waiting.append((batch, resubmits))
+            self._start_reconnect(pool, index, link)
+            return
+        items: list[tuple[int, EffectRequest]] = []
+        seq = self._seq
+        for request in batch:
+            seq += 1
+            link.calls[seq] = (request, resubmits)
+            items.append((seq, request))
+        self._seq = seq
+        link.client.send(items)
+
+    def _on_channel_results(
+        self, pool: WorkerPool, index: int, link: _Link, items: list[tuple[int, EffectResult]]
+    ) -> None:
+        calls = link.calls
+        results = [result for seq, result in items if calls.pop(seq, None) is not None]
+        pool.outstanding[index] -= len(results)
+        self._complete(results)
+
+    def _on_channel_closed(self, pool: WorkerPool, index: int, link: _Link, exc: Exception) -> None:
+        """The actor's end went away: its calls are lost (resubmitted or failed), and the
+        channel is re-opened to the restarted actor."""
+        assert self._loop is not None
+        pool.suspect[index] = True
+        link.client = None
+        lost, link.calls = link.calls, {}
+        pool.outstanding[index] -= len(lost)
+        by_resubmits: dict[int, list[EffectRequest]] = {}
+        for request, resubmits in lost.values():
+            by_resubmits.setdefault(resubmits, []).append(request)
+        for resubmits, batch in by_resubmits.items():
+            task = self._loop.create_task(
+                self._on_worker_lost(pool, index, batch, resubmits, 0, exc)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._start_reconnect(pool, index, link)
+
+    def _start_reconnect(self, pool: WorkerPool, index: int, link: _Link) -> None:
+        assert self._loop is not None
+        if link.reconnecting:
+            return
+        link.reconnecting = True
+        task = self._loop.create_task(self._reconnect(pool, index, link))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconnect(self, pool: WorkerPool, index: int, link: _Link) -> None:
+        """Ask the (restarted) actor for its channel until it answers or the pool's
+        `restart_timeout_s` passes; then send the batches that waited, or fail them."""
+        from ray.exceptions import RayActorError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + pool.config.restart_timeout_s
+        delay = 0.05
+        try:
+            while True:
+                try:
+                    link.address, link.secret = await pool.actors[index].open_channel.remote()
+                    link.client = await self._open_client(pool, index, link)
+                    break
+                except (RayActorError, OSError) as exc:
+                    if loop.time() + delay > deadline:
+                        logger.error(
+                            "%s worker %d did not come back: %s", pool.kind.value, index, exc
+                        )
+                        waiting, link.waiting = link.waiting, []
+                        for batch, _ in waiting:
+                            pool.outstanding[index] -= len(batch)
+                            self._fail_lost(pool, batch, f"worker {index} did not come back", False)
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        finally:
+            link.reconnecting = False
+        pool.suspect[index] = False
+        waiting, link.waiting = link.waiting, []
+        for batch, resubmits in waiting:
+            self._send(pool, index, link, batch, resubmits)
 
     async def _on_worker_lost(
         self,

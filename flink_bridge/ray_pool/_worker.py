@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 
 from actors.admission import AdmissionConfig, AdmissionController
 from actors.effects import EffectError, EffectExecutor, EffectRequest, EffectResult
+from flink_bridge.ray_pool._channel import ChannelServer
 
 __all__ = ["EffectWorker", "ExecutorFactory"]
 
@@ -44,6 +45,7 @@ class EffectWorker:
         self._admission = AdmissionController((admission or AdmissionConfig()).scaled(rate_share))
         self._calls = 0
         self._batches = 0
+        self._channel: ChannelServer | None = None
 
     def _get_executor(self) -> EffectExecutor | None:
         # Built lazily, in the worker process, so clients and connections never travel.
@@ -111,6 +113,25 @@ class EffectWorker:
             for task in pending:
                 task.cancel()
 
+    async def open_channel(self) -> tuple[str, bytes]:
+        """Start (once per actor process) the call channel; its address and secret.
+
+        Bridges send calls over it instead of as Ray calls (see `_channel`); the secret travels
+        only through this Ray call, so only holders of the actor handle can connect.
+        """
+        if self._channel is None:
+            channel = ChannelServer(self._run_one)
+            await channel.start()
+            self._channel = channel
+        return self._channel.address, self._channel.secret
+
+    async def _run_one(self, request: EffectRequest) -> EffectResult:
+        executor = self._get_executor()
+        if executor is None:
+            assert self._factory_error is not None
+            return EffectResult(call_id=request.call_id, error=self._factory_error, attempts=0)
+        return await self._one(request, executor)
+
     async def _one(self, request: EffectRequest, executor: EffectExecutor) -> EffectResult:
         try:
             return await self._admission.run(request, executor)
@@ -123,10 +144,11 @@ class EffectWorker:
         return os.getpid()
 
     def stats(self) -> dict[str, object]:
-        """Calls and batches seen, and breaker states, of this worker."""
+        """Calls and batches (Ray calls plus channel frames) seen, breaker states."""
+        channel = self._channel
         return {
             "pid": os.getpid(),
-            "calls": self._calls,
-            "batches": self._batches,
+            "calls": self._calls + (channel.calls if channel else 0),
+            "batches": self._batches + (channel.frames if channel else 0),
             "breakers": self._admission.snapshot(),
         }
