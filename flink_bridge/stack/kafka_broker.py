@@ -149,10 +149,20 @@ def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
     return len(metadata.brokers) > 0
 
 
+def _cluster_id() -> str:
+    """A random cluster id in Kafka's form (22 base64url characters). One starting with "-"
+    would be read as an option by the storage tool's command line (1 in 64 ids: a flaky
+    format), so such ids are drawn again, as Kafka's own `Uuid.randomUuid` does."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(config: StackConfig, java: Path, props: Path, data_dir: Path) -> None:
     if (data_dir / "meta.properties").is_file():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = _cluster_id()
     base = kafka_dir(config)
     log = base / "logs" / "format.log"
     proc = start_process(

@@ -88,3 +88,11 @@ def test_cli_bad_flag_value_is_one_line_with_the_flag(tmp_path: Path) -> None:
     assert len(lines) == 1, result.output
     assert "config 'kafka_port'" in lines[0]
     assert "--kafka-port" in lines[0]
+
+
+def test_kafka_cluster_ids_never_look_like_options() -> None:
+    from flink_bridge.stack.kafka_broker import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)
