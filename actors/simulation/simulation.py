@@ -290,6 +290,17 @@ class Simulation:
         """Process events in simulated-time order until ``until_s`` (absolute) or ``for_s``
         from now, or until nothing is pending, or after ``max_events`` events. May be called
         again to continue. Returns the result so far."""
+        await self.advance(until_s=until_s, for_s=for_s, max_events=max_events)
+        return self.result()
+
+    async def advance(
+        self,
+        *,
+        until_s: float | None = None,
+        for_s: float | None = None,
+        max_events: int | None = None,
+    ) -> int:
+        """`run` without building the result; returns how many events were processed."""
         if until_s is not None and for_s is not None:
             raise UserError("pass until_s or for_s, not both")
         horizon = until_s if for_s is None else self.clock.now + for_s
@@ -318,7 +329,7 @@ class Simulation:
         finally:
             self.stats["events"] += processed
             self._wall_s += time.perf_counter() - started
-        return self.result()
+        return processed
 
     def run_sync(
         self,
