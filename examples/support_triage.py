@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from actors import OutputEvent, RunnerContext, Workflow, mcp_server, model, step
+from actors import RunnerContext, Workflow, mcp_server, model, step
 from protocols import AgentAddress, Envelope, TopicAddress, decode_envelope, message
 from protocols.errors import ModelError, ToolError
 from protocols.events import Event
@@ -299,13 +299,17 @@ class Specialist(Workflow):
     """A ReAct agent over the order desk's MCP server; subclasses say which facts they need.
 
     Args:
-        review_topic: where escalations go (a Kafka topic, through ``TopicAddress``).
+        answers_topic: where answers go (a Kafka topic, through ``TopicAddress``).
+        review_topic: where escalations go.
     """
 
     state_type = SpecialistState
     prompt: ClassVar[str] = ""
 
-    def __init__(self, review_topic: str = "human-review") -> None:
+    def __init__(
+        self, answers_topic: str = "triage.answers", review_topic: str = "human-review"
+    ) -> None:
+        self.answers_topic = answers_topic
         self.review_topic = review_topic
         super().__init__()
 
@@ -387,20 +391,21 @@ class Specialist(Workflow):
                     draft_answer=draft,
                 ),
             )
-        ctx.send_event(
-            OutputEvent(
-                Answer(
-                    ticket_id=event.ticket_id,
-                    customer=event.customer,
-                    agent=agent,
-                    routed_by=event.routed_by,
-                    answer=text,
-                    facts=facts,
-                    model_note=note,
-                    confidence=confidence,
-                    escalated=escalate,
-                )
-            )
+        # Typed envelopes to topics, not outputs: an output is pickled between Flink
+        # operators, and a class defined in a job's __main__ does not unpickle there.
+        ctx.send(
+            TopicAddress(self.answers_topic),
+            Answer(
+                ticket_id=event.ticket_id,
+                customer=event.customer,
+                agent=agent,
+                routed_by=event.routed_by,
+                answer=text,
+                facts=facts,
+                model_note=note,
+                confidence=confidence,
+                escalated=escalate,
+            ),
         )
 
     def ask_model(
@@ -569,10 +574,10 @@ def build_job(
             group_id=f"{group_prefix}-{name.lower()}",
             dead_letter_topic=None,  # internal traffic: dead letters are logged, not written
             **common,
-        ).apply(cls(review_topic=review), effects=effects)
-        # Answers (outputs) and escalations (ctx.send to
-        # topic:<review>) leave through transactional sinks.
-        specialist.to_kafka(answers, bootstrap_servers=bootstrap, format="envelope")
+        ).apply(cls(answers_topic=answers, review_topic=review), effects=effects)
+        # Answers and escalations are ctx.send to topic:<answers> / topic:<review>: one
+        # transactional sink writes each to its topic.
+        specialist.to_agents(bootstrap_servers=bootstrap)
 
 
 def read_payloads(bootstrap: str, topic: str, timeout: float = 3.0) -> list[Any]:
@@ -589,15 +594,8 @@ def read_payloads(bootstrap: str, topic: str, timeout: float = 3.0) -> list[Any]
 
 
 def answers_of(payloads: list[Any]) -> list[Answer]:
-    """Answers among output payloads (an `OutputEvent` wrapper is unwrapped)."""
-    out = []
-    for p in payloads:
-        value = getattr(p, "output", p)
-        if isinstance(value, Answer):
-            out.append(value)
-        elif isinstance(value, dict) and "ticket_id" in value and "answer" in value:
-            out.append(Answer.model_validate(value))
-    return out
+    """The `Answer`s among envelope payloads."""
+    return [p for p in payloads if isinstance(p, Answer)]
 
 
 def print_answers(answers: list[Answer], *, console: Any = None) -> None:
@@ -619,6 +617,14 @@ def print_answers(answers: list[Answer], *, console: Any = None) -> None:
             a.answer,
         )
     console.print(table)
+
+
+def _job_ended(client: Any) -> bool:
+    """Whether the job reached a terminal state (a failed job ends the wait at once)."""
+    try:
+        return bool(client.get_job_status().result().is_globally_terminal_state())
+    except Exception:  # noqa: BLE001 - a mini cluster that is gone: the job has ended
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -694,9 +700,13 @@ def main(argv: list[str] | None = None) -> int:
             if len(done) >= (len(expected) if expected else args.count):
                 time.sleep(3.0)  # a few more checkpoints: what else is committed shows up
                 break
+            if _job_ended(client):
+                client.get_job_execution_result().result()  # raises the job's failure
+                break
             time.sleep(1.0)
     finally:
-        client.cancel().result()
+        if not _job_ended(client):
+            client.cancel().result()
     escalations = [
         e
         for e in read_payloads(bs, args.review)
