@@ -11,7 +11,9 @@ so one job per side serves every phase (see bench/_runtime/workload.py).
 
 Each side's job runs as a subprocess in its own venv (ours: this interpreter; the baseline:
 `--baseline-python`, a venv with ``flink-agents==0.2.0 apache-flink==2.2.1``). Per side:
-1. warm-up: a few inputs, waited for (job start-up, Ray workers, first checkpoints);
+1. warm-up: a few inputs, waited for (job start-up, Ray workers, first checkpoints), then
+   `--warmup-inputs` more at 0 ms, waited for too, so that the JVM's JIT compiler has done
+   most of its work (on 2 cores it takes a sizeable share of the CPU for the first minutes);
 2. burst at 0 ms, then at 50 ms: `--inputs` inputs produced at once; committed turns/s is
    inputs / (last committed output's arrival - first produce);
 3. paced at 50 ms: `--paced-rate` inputs/s for `--paced-seconds`; p50/p99 produce -> committed
@@ -54,7 +56,7 @@ from bench._runtime.kafka_io import (  # noqa: E402
 )
 
 DEFAULT_BASELINE_PYTHON = "/work/venvs/benchrt/bin/python"
-WARMUP_INPUTS = 20
+WARMUP_INPUTS = 20  # the first inputs: the job is up when their outputs are committed
 
 
 def log(message: str) -> None:
@@ -223,11 +225,29 @@ def run_side(
             log(f"{report.error}; log tail:\n{job.tail()}")
             return report
         log(f"{side}: job up, warm-up committed after {time.monotonic() - started:.0f} s")
+        n = WARMUP_INPUTS
+        if args.warmup_inputs > 0:
+            produce_burst(
+                stack.bootstrap,
+                source,
+                phase="warmup2",
+                count=args.warmup_inputs,
+                keys=args.keys,
+                latency_ms=0,
+                start=n,
+            )
+            n += args.warmup_inputs
+            collector.wait_for(
+                "warmup2",
+                args.warmup_inputs,
+                min(args.phase_timeout, deadline - time.monotonic()),
+                job.alive,
+            )
+            log(f"{side}: warmed up with {args.warmup_inputs} more inputs")
         if args.profile_dir:
             profilers = start_profilers(side, job, stack, args)
         cpu_before = cpu_seconds(side_processes(job, stack, side))
         timed_from = time.monotonic()
-        n = WARMUP_INPUTS
         for latency in args.latencies:
             phase = f"burst{latency}ms"
             first = produce_burst(
@@ -273,6 +293,8 @@ def run_side(
             report.error = f"{side} job exited during the run"
             log(f"{report.error}; log tail:\n{job.tail()}")
     finally:
+        if args.profile_dir:
+            stop_jfr(side, job, args)
         for proc in profilers:
             with contextlib.suppress(Exception):
                 proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -357,12 +379,38 @@ def start_profilers(
                         targets.append((f"{side}-ray-{child.pid}", child.pid))
     procs = []
     for name, pid in targets:
+        if name.endswith("-jvm"):
+            # py-spy sees only the Python frames; Java Flight Recorder samples the JVM's own.
+            _jcmd(pid, "JFR.start", "name=bench", "settings=profile")
         path = out / f"{name}.txt"
         cmd = [str(spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw"]
         cmd += ["--output", str(path), "--nonblocking"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         log(f"profiling {name} (pid {pid}) -> {path}")
     return procs
+
+
+def _jcmd(pid: int, *command: str) -> None:
+    jcmd = shutil.which("jcmd")
+    if jcmd is None:
+        log("--profile-dir: no jcmd on PATH; the JVM's Java frames are not profiled")
+        return
+    subprocess.run(
+        [jcmd, str(pid), *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60
+    )
+
+
+def stop_jfr(side: str, job: Job, args: argparse.Namespace) -> None:
+    """Write the JVM's flight recording to DIR/<side>-jvm.jfr (`jfr print --events
+    jdk.ExecutionSample` reads it)."""
+    import psutil
+
+    with contextlib.suppress(Exception):
+        for proc in psutil.Process(job.proc.pid).children(recursive=True):
+            if proc.name() == "java":
+                path = Path(args.profile_dir) / f"{side}-jvm.jfr"
+                _jcmd(proc.pid, "JFR.stop", "name=bench", f"filename={path}")
+                log(f"JFR recording of the {side} JVM -> {path}")
 
 
 def _ratio(ours: float | None, base: float | None) -> float | None:
@@ -373,6 +421,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=2000, help="inputs per burst phase")
     parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument(
+        "--warmup-inputs", type=int, default=2000, help="0 ms inputs run before timing (JIT)"
+    )
     parser.add_argument(
         "--latencies",
         type=lambda s: [int(x) for x in s.split(",")],

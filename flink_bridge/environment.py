@@ -33,7 +33,11 @@ class RuntimeConfig:
     bundle_size: int = 100
     bundle_time_ms: int = 5
     poll_interval_ms: int = 5
+    """The longest a key with calls in flight waits between two looks for their results
+    (its first look is timed by the calls' observed latency)."""
     max_in_flight: int = 200
+    python_operator_chaining: bool = True
+    """Fuse consecutive Python operators into one (no serialization between them)."""
     restart_attempts: int = 3
     jars: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
@@ -85,10 +89,9 @@ def create_environment(config: RuntimeConfig | None = None) -> Any:
     conf.set_string("python.fn-execution.bundle.size", str(config.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(config.bundle_time_ms))
     conf.set_string("state.backend.type", config.state_backend)
-    # Fusing the agent operator with the Python operators after it (to_kafka's encoder and
-    # re-stamper) opened the agent function twice in one task, and two `ray.init` calls in one
-    # interpreter hang. Keep Python operators apart.
-    conf.set_string("python.operator-chaining.enabled", "false")
+    conf.set_string(
+        "python.operator-chaining.enabled", str(config.python_operator_chaining).lower()
+    )
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(config.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "1 s")

@@ -1,21 +1,28 @@
 """The keyed agent operator: one actor per Flink key, effects on a bridge, results journaled.
 
 Per key, in Flink keyed state:
-- `agent_state`  the workflow's state (msgpack), committed only when a turn completes;
-- `turn`         the turn in progress: its id and the event it handles;
-- `journal`      call id -> result of every call the turn in progress has made;
-- `mailbox`      events waiting for the turn in progress to finish (one turn at a time);
-                 an event that came in an envelope is kept with its metadata (sender, ids);
-- `seq`          turns started, for unique turn ids;
-- `scheduled`    fire time -> events from `ctx.schedule`.
+- `agent`      [turns started, the workflow's state (msgpack)], written when a turn completes;
+- `turn`       the turn in progress (id, seq, event, envelope metadata), written only once the
+               turn has to wait for a call;
+- `journal`    call id -> result of the calls the waiting turn has made;
+- `mailbox`    events waiting for the turn in progress to finish (one turn at a time);
+- `scheduled`  fire time -> events from `ctx.schedule`.
 
 A turn runs as `engine.run_turn(state, event, journal)`. Calls it needs that are not journaled
-go to the bridge; a processing-time timer on the key polls for their results every
-`poll_interval_ms`, journals each one as it arrives, and runs the turn again. Outputs leave only
-when the turn is done, together with the new state, so a checkpoint never holds half a turn's
-effects: after a restore the turn re-runs against its journal, calls that completed are replayed,
-and only the calls still missing are made (contract 2). Processing-time timers are in the
-checkpoint, so a restored key with a turn in progress wakes up by itself.
+go to the bridge; the key sets a processing-time timer for when the results are expected (the
+observed latency of each call target) and checks again, in short steps, until they are in; it
+then journals them and runs the turn again. Outputs leave only when the turn is done, together
+with the new state, so a checkpoint never holds half a turn's effects: after a restore the turn
+re-runs against its journal, calls that completed are replayed, and only the calls still
+missing are made (contract 2). Processing-time timers are in the checkpoint, so a restored key
+with a turn in progress wakes up by itself.
+
+The hot path keeps the turn in progress decoded in memory (`_LiveTurn`) and writes state only
+where a checkpoint needs it: a turn that completes within one callback (no call, or its results
+already in) never writes `turn` or `journal`, because nothing can be checkpointed in the middle
+of a callback. After a restore, memory is empty and each key reloads its turn from state the
+first time it is touched. Each state access is a call from Python into the JVM; the numbers
+behind this layout are in docs/architecture.md.
 
 Envelopes (`flink_bridge.envelopes`): an `Inbound` record carries the event and its envelope's
 metadata; the turn runs with ``sender=`` the envelope's sender (``ctx.sender``), and the
@@ -37,6 +44,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -191,6 +199,29 @@ def build_process_function(
     return cls(engine, options, to_event, errors_tag, sends_tag)
 
 
+@dataclass(slots=True)
+class _LiveTurn:
+    """The turn in progress on one key, decoded, kept between callbacks."""
+
+    turn_id: str
+    seq: int
+    event: Event
+    meta: dict[str, Any] | None
+    state_raw: bytes | None
+    """The agent's state before the turn (msgpack); None for a key's first turn."""
+    entry: bytes | None = None
+    """The event as codec bytes, once known (encoded lazily: most turns never need it)."""
+    journal: dict[str, EffectResult] = field(default_factory=dict)
+    persisted_ids: set[str] = field(default_factory=set)
+    """Call ids whose result is in the `journal` MapState."""
+    persisted: bool = False
+    """Whether the `turn` ValueState holds this turn."""
+    mail: list[bytes] | None = None
+    """The mailbox as it is in state; None: not read since a restore."""
+    in_flight: set[str] = field(default_factory=set)
+    drain_armed: bool = False
+
+
 class AgentProcessFunction:
     """Mixed into pyflink's `KeyedProcessFunction` by `build_process_function`."""
 
@@ -224,18 +255,20 @@ class AgentProcessFunction:
         if getattr(self.options, "message_types", ()):
             install_message_types(self.options.message_types)  # for encoding ctx.send messages
         ctx = runtime_context
-        self.agent_state = ctx.get_state(ValueStateDescriptor("agent_state", blob))
+        self.agent = ctx.get_state(ValueStateDescriptor("agent", blob))
         self.turn = ctx.get_state(ValueStateDescriptor("turn", blob))
-        self.seq = ctx.get_state(ValueStateDescriptor("seq", Types.LONG()))
         self.journal = ctx.get_map_state(MapStateDescriptor("journal", Types.STRING(), blob))
         self.mailbox = ctx.get_list_state(ListStateDescriptor("mailbox", blob))
         self.scheduled = ctx.get_map_state(MapStateDescriptor("scheduled", Types.LONG(), blob))
         self.codec = EventCodec([t for s in self.engine.compiled.steps for t in s.events])
-        self.in_flight: dict[Any, set[str]] = defaultdict(set)  # key -> call ids at the bridge
+        self.live: dict[Any, _LiveTurn] = {}  # key -> its turn in progress
         self.arrived: dict[Any, list[EffectResult]] = defaultdict(list)  # key -> unjournaled
-        self.route: dict[str, Any] = {}  # call id -> key
+        self.route: dict[str, tuple[Any, str, float]] = {}  # call id -> key, target, sent at
+        self.latency_ms: dict[str, float] = {}  # call target -> observed latency (EWMA)
         self.poll_at: dict[Any, int] = {}  # key -> time of its registered poll timer
+        self.schedule_at: dict[Any, set[int]] = defaultdict(set)  # key -> ctx.schedule times
         self.bridge = self._open_bridge()
+        self._submit_many = getattr(self.bridge, "submit_many", None)
         self.turns_done = 0
 
     def _open_bridge(self) -> Any:
@@ -276,128 +309,228 @@ class AgentProcessFunction:
     # -- input ----------------------------------------------------------------------------
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
-        if isinstance(value, Inbound):  # an envelope: the event and its metadata
-            key = ctx.get_current_key()
-            entry = msgpack.packb([value.event, value.meta])
-            if self.turn.value() is not None:
-                self.mailbox.add(entry)
-                return
-            yield from self._start_entry(key, entry, ctx)
-            return
-        event = self.to_event(value) if self.to_event else InputEvent(input=value)
         key = ctx.get_current_key()
-        if self.turn.value() is not None:
-            self.mailbox.add(self.codec.encode(event))
+        if isinstance(value, Inbound):  # an envelope: the event and its metadata
+            event: Event | None = None
+            entry: bytes | None = value.event
+            meta: dict[str, Any] | None = value.meta
+        else:
+            event = self.to_event(value) if self.to_event else InputEvent(input=value)
+            entry, meta = None, None
+        live = self._live_turn(key)
+        if live is not None:  # one turn at a time: wait in the mailbox
+            self._mail(live, entry if entry is not None else self.codec.encode(event), meta)
+            if not live.in_flight and not self.arrived.get(key):
+                yield from self._advance(key, live, ctx)  # a restored turn: get it going
             return
-        yield from self._start_turn(key, event, ctx)
-
-    def _start_entry(self, key: Any, entry: bytes, ctx: Any) -> Iterator[Any]:
-        self.turn.update(self._turn_record(key, entry))
-        yield from self._advance(key, ctx)
+        live = self._begin(key, self._read_agent(), event, entry, meta, mail=[])
+        yield from self._advance(key, live, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        from pyflink.datastream import TimeDomain
-
         key = ctx.get_current_key()
-        if ctx.time_domain() == TimeDomain.EVENT_TIME:
-            if timestamp == DRAIN_AT:
-                yield from self._drain(key, ctx)
+        if timestamp == DRAIN_AT:  # the only event-time timer
+            yield from self._drain(key, ctx)
             return
-        if self.poll_at.get(key) == timestamp:
+        is_poll = self.poll_at.get(key) == timestamp
+        if is_poll:
             del self.poll_at[key]
-        due = self.scheduled.get(timestamp)
-        if due is not None:
-            self.scheduled.remove(timestamp)
-            for raw in msgpack.unpackb(due, raw=False):
-                self.mailbox.add(raw)
+        due: list[bytes] = []
+        times = self.schedule_at.get(key)
+        if not is_poll or (times and timestamp in times):
+            # A ctx.schedule timer (or, after a restore, possibly one: memory is empty then).
+            if times is not None:
+                times.discard(timestamp)
+                if not times:
+                    del self.schedule_at[key]
+            raw = self.scheduled.get(timestamp)
+            if raw is not None:
+                self.scheduled.remove(timestamp)
+                due = msgpack.unpackb(raw, raw=False)
         self._collect()
-        if self.turn.value() is None:
-            yield from self._next_from_mailbox(key, ctx)
+        live = self._live_turn(key)
+        if due:
+            if live is None:
+                first, *rest = due
+                for waiting in rest:
+                    self.mailbox.add(waiting)
+                event_bytes, meta = msgpack.unpackb(first, raw=False)
+                live = self._begin(key, self._read_agent(), None, event_bytes, meta, mail=rest)
+                yield from self._advance(key, live, ctx)
+                return
+            for waiting in due:
+                self.mailbox.add(waiting)
+                if live.mail is not None:
+                    live.mail.append(waiting)
+        if live is None:
             return
-        if self.arrived.get(key) or not self.in_flight.get(key):
+        if self.arrived.get(key) or not live.in_flight:
             # New results, or nothing at the bridge (first wake-up after a restore): run again.
-            yield from self._advance(key, ctx)
+            yield from self._advance(key, live, ctx)
         else:
-            self._schedule_poll(key, ctx)
+            self._schedule_poll(key, self._recheck_ms(live), ctx)
 
     # -- turns ----------------------------------------------------------------------------
 
-    def _start_turn(self, key: Any, event: Event, ctx: Any) -> Iterator[Any]:
-        seq = (self.seq.value() or 0) + 1
-        self.seq.update(seq)
-        self.turn.update(msgpack.packb([f"{key}@{seq}", self.codec.encode(event)]))
-        yield from self._advance(key, ctx)
+    def _read_agent(self) -> tuple[int, bytes | None]:
+        """Turns started so far on this key, and its state bytes (None before its first)."""
+        raw = self.agent.value()
+        if raw is None:
+            return 0, None
+        seq, state_raw = msgpack.unpackb(raw, raw=False)
+        return seq, state_raw
 
-    def _load_turn(self) -> tuple[str, Event]:
-        turn_id, event, _ = self._load_turn_meta()
-        return turn_id, event
+    def _begin(
+        self,
+        key: Any,
+        agent: tuple[int, bytes | None],
+        event: Event | None,
+        entry: bytes | None,
+        meta: dict[str, Any] | None,
+        *,
+        mail: list[bytes] | None,
+    ) -> _LiveTurn:
+        seq = agent[0] + 1
+        if event is None:
+            assert entry is not None
+            event = self.codec.decode(entry)
+        live = _LiveTurn(
+            turn_id=f"{key}@{seq}",
+            seq=seq,
+            event=event,
+            meta=meta,
+            state_raw=agent[1],
+            entry=entry,
+            mail=mail,
+        )
+        self.live[key] = live
+        return live
 
-    def _load_turn_meta(self) -> tuple[str, Event, dict[str, Any] | None]:
-        """The turn in progress: its id, its event, and its envelope's metadata if any."""
-        record = msgpack.unpackb(self.turn.value(), raw=False)
-        meta = record[2] if len(record) > 2 else None
-        return record[0], self.codec.decode(record[1]), meta
+    def _live_turn(self, key: Any) -> _LiveTurn | None:
+        """The key's turn in progress: from memory, or from state after a restore."""
+        live = self.live.get(key)
+        if live is not None:
+            return live
+        raw = self.turn.value()
+        if raw is None:
+            return None
+        turn_id, seq, entry, meta = msgpack.unpackb(raw, raw=False)
+        journal = {call_id: decode_result(v) for call_id, v in self.journal.items()}
+        live = _LiveTurn(
+            turn_id=turn_id,
+            seq=seq,
+            event=self.codec.decode(entry),
+            meta=meta,
+            state_raw=self._read_agent()[1],
+            entry=entry,
+            journal=journal,
+            persisted_ids=set(journal),
+            persisted=True,
+            mail=None,
+        )
+        self.live[key] = live
+        return live
 
-    def _turn_record(self, key: Any, entry: bytes) -> bytes:
-        """A new turn's state from a mailbox entry: codec bytes, or [codec bytes, metadata]."""
-        seq = (self.seq.value() or 0) + 1
-        self.seq.update(seq)
-        turn_id = f"{key}@{seq}"
-        unpacked = msgpack.unpackb(entry, raw=False)
-        if isinstance(unpacked[0], bytes):  # an envelope's event with its metadata
-            return msgpack.packb([turn_id, unpacked[0], unpacked[1]])
-        return msgpack.packb([turn_id, bytes(entry)])
+    def _mail(self, live: _LiveTurn, entry: bytes, meta: dict[str, Any] | None) -> None:
+        packed = msgpack.packb([entry, meta])
+        self.mailbox.add(packed)
+        if live.mail is not None:
+            live.mail.append(packed)
 
-    def _agent_state(self) -> Any:
-        raw = self.agent_state.value()
-        return self.engine.new_state() if raw is None else self.engine.load_state(raw)
-
-    def _advance(self, key: Any, ctx: Any) -> Iterator[Any]:
-        """Journal arrived results, run the turn, and either finish it or dispatch its calls.
-        Loops while turns complete without waiting, so a mailbox drains in one go."""
+    def _advance(self, key: Any, live: _LiveTurn, ctx: Any) -> Iterator[Any]:
+        """Run the turn with the results that arrived, and either finish it or dispatch its
+        calls. Loops while turns complete without waiting, so a mailbox drains in one go."""
+        address = _make_address(self.options.agent_type, key)
         while True:
-            for result in self.arrived.pop(key, []):
-                self.journal.put(result.call_id, encode_result(result))
-            turn_id, event, meta = self._load_turn_meta()
-            journal = {k: decode_result(v) for k, v in self.journal.items()}
-            sender = meta.get("sender") if meta else None
+            for result in self.arrived.pop(key, ()):
+                live.journal[result.call_id] = result
+            sender = live.meta.get("sender") if live.meta else None
+            state = (
+                self.engine.new_state()
+                if live.state_raw is None
+                else self.engine.load_state(live.state_raw)
+            )
             outcome = self.engine.run_turn(
-                self._agent_state(),
-                event,
-                journal,
-                address=_make_address(self.options.agent_type, key),
-                turn_id=turn_id,
+                state,
+                live.event,
+                live.journal,
+                address=address,
+                turn_id=live.turn_id,
                 sender=_parse_sender(sender),
+                owned=True,
             )
             if not outcome.done:
-                self._dispatch(key, outcome.pending, ctx)
+                self._persist(live)
+                self._dispatch(key, live, outcome.pending, ctx)
                 return
-            yield from self._commit(key, outcome, ctx, meta)
-            if not self._pop_mailbox(key):
+            state_raw = self.engine.dump_state(outcome.state)
+            self.agent.update(msgpack.packb([live.seq, state_raw]))
+            if live.persisted_ids:
+                self.journal.clear()
+            if live.persisted:
+                self.turn.clear()
+            self.turns_done += 1
+            yield from self._emit(key, outcome, ctx, live.meta)
+            nxt = self._pop_mail(live)
+            if nxt is None:
+                del self.live[key]
                 return
+            event_bytes, meta = msgpack.unpackb(nxt, raw=False)
+            drain_armed = live.drain_armed
+            live = self._begin(key, (live.seq, state_raw), None, event_bytes, meta, mail=live.mail)
+            live.drain_armed = drain_armed
 
-    def _dispatch(self, key: Any, pending: list[EffectRequest], ctx: Any) -> None:
-        flying = self.in_flight[key]
-        for request in pending:
-            if request.call_id in flying:
-                continue
-            while self.bridge.in_flight >= self.options.max_in_flight:
+    def _persist(self, live: _LiveTurn) -> None:
+        """Write what a checkpoint needs to resume the waiting turn: the turn itself once,
+        and each result not written yet (contract 2: journaled before the turn goes on)."""
+        if not live.persisted:
+            if live.entry is None:
+                live.entry = self.codec.encode(live.event)
+            self.turn.update(msgpack.packb([live.turn_id, live.seq, live.entry, live.meta]))
+            live.persisted = True
+        for call_id, result in live.journal.items():
+            if call_id not in live.persisted_ids:
+                self.journal.put(call_id, encode_result(result))
+                live.persisted_ids.add(call_id)
+
+    def _pop_mail(self, live: _LiveTurn) -> bytes | None:
+        """Take the next waiting entry off the mailbox; None when it is empty."""
+        if live.mail is None:
+            live.mail = [bytes(e) for e in (self.mailbox.get() or [])]
+        if not live.mail:
+            return None
+        first = live.mail.pop(0)
+        if live.mail:
+            self.mailbox.update(live.mail)
+        else:
+            self.mailbox.clear()
+        return first
+
+    def _dispatch(self, key: Any, live: _LiveTurn, pending: list[EffectRequest], ctx: Any) -> None:
+        now = time.monotonic()
+        new = [r for r in pending if r.call_id not in live.in_flight]
+        for request in new:
+            live.in_flight.add(request.call_id)
+            self.route[request.call_id] = (key, request.target, now)
+        if self._submit_many is not None and len(new) > 1:
+            while self.bridge.in_flight + len(new) > self.options.max_in_flight:
                 self._stash(self.bridge.wait(0.05))  # full: wait here (Flink backpressure)
-            flying.add(request.call_id)
-            self.route[request.call_id] = key
-            self.bridge.submit(request)
-        self._schedule_poll(key, ctx)
-        ctx.timer_service().register_event_time_timer(DRAIN_AT)
+            self._submit_many(new)
+        else:
+            for request in new:
+                while self.bridge.in_flight >= self.options.max_in_flight:
+                    self._stash(self.bridge.wait(0.05))  # full: wait (Flink backpressure)
+                self.bridge.submit(request)
+        expected = max((self.latency_ms.get(r.target, 1.0) for r in new), default=1.0)
+        self._schedule_poll(key, expected, ctx)
+        if not live.drain_armed:
+            ctx.timer_service().register_event_time_timer(DRAIN_AT)
+            live.drain_armed = True
 
-    def _commit(
+    def _emit(
         self, key: Any, outcome: Any, ctx: Any, meta: dict[str, Any] | None = None
     ) -> Iterator[Any]:
-        self.agent_state.update(self.engine.dump_state(outcome.state))
-        self.journal.clear()
-        self.turn.clear()
-        self.turns_done += 1
         for delay_s, event in outcome.timers:
-            self._schedule_event(ctx, delay_s, event)
+            self._schedule_event(key, ctx, delay_s, event)
         for output in outcome.outputs:
             yield KeyedOutput(str(key), output, meta) if self.options.envelopes else output
         for error in outcome.errors:
@@ -418,61 +551,68 @@ class AgentProcessFunction:
             record.update(body)
             yield self.errors_tag, json.dumps(record)
 
-    def _pop_mailbox(self, key: Any) -> bool:
-        """Start the next waiting event's turn; False when the mailbox is empty."""
-        waiting = list(self.mailbox.get() or [])
-        if not waiting:
-            return False
-        first, rest = waiting[0], waiting[1:]
-        if rest:
-            self.mailbox.update(rest)
-        else:
-            self.mailbox.clear()
-        self.turn.update(self._turn_record(key, bytes(first)))
-        return True
-
-    def _next_from_mailbox(self, key: Any, ctx: Any) -> Iterator[Any]:
-        if self._pop_mailbox(key):
-            yield from self._advance(key, ctx)
-
     # -- results --------------------------------------------------------------------------
 
     def _stash(self, results: list[EffectResult]) -> None:
+        now = time.monotonic()
         for result in results:
-            key = self.route.pop(result.call_id, None)
-            if key is None:
+            routed = self.route.pop(result.call_id, None)
+            if routed is None:
                 continue  # a result of a call made before a restore: superseded
-            self.in_flight[key].discard(result.call_id)
-            if not self.in_flight[key]:
-                del self.in_flight[key]
+            key, target, sent_at = routed
+            took = (now - sent_at) * 1000.0
+            seen = self.latency_ms.get(target)
+            self.latency_ms[target] = took if seen is None else 0.8 * seen + 0.2 * took
+            live = self.live.get(key)
+            if live is not None:
+                live.in_flight.discard(result.call_id)
             self.arrived[key].append(result)
 
     def _collect(self) -> None:
         self._stash(self.bridge.poll())
 
-    def _schedule_poll(self, key: Any, ctx: Any) -> None:
-        if key in self.poll_at:
-            return
-        at = ctx.timer_service().current_processing_time() + self.options.poll_interval_ms
-        self.poll_at[key] = at
-        ctx.timer_service().register_processing_time_timer(at)
+    def _recheck_ms(self, live: _LiveTurn) -> float:
+        """How long a key whose results are late waits before it looks again: a fifth of the
+        expected latency, at least 1 ms and at most `poll_interval_ms`."""
+        expected = max(
+            (self.latency_ms.get(self.route[c][1], 1.0) for c in live.in_flight if c in self.route),
+            default=1.0,
+        )
+        return min(float(self.options.poll_interval_ms), max(1.0, expected / 5.0))
 
-    def _schedule_event(self, ctx: Any, delay_s: float, event: Event) -> None:
-        at = ctx.timer_service().current_processing_time() + max(1, int(delay_s * 1000))
+    def _schedule_poll(self, key: Any, delay_ms: float, ctx: Any) -> None:
+        """Wake the key when its results are expected; an earlier wake-up already set stays."""
+        at = int(time.time() * 1000) + max(1, int(delay_ms))
+        registered = self.poll_at.get(key)
+        if registered is not None and registered <= at:
+            return
+        timers = ctx.timer_service()
+        if registered is not None:
+            timers.delete_processing_time_timer(registered)
+        self.poll_at[key] = at
+        timers.register_processing_time_timer(at)
+
+    def _schedule_event(self, key: Any, ctx: Any, delay_s: float, event: Event) -> None:
+        at = int(time.time() * 1000) + max(1, int(delay_s * 1000))
         existing = self.scheduled.get(at)
         events = msgpack.unpackb(existing, raw=False) if existing is not None else []
-        events.append(self.codec.encode(event))
+        events.append(msgpack.packb([self.codec.encode(event), None]))
         self.scheduled.put(at, msgpack.packb(events))
+        self.schedule_at[key].add(at)
         ctx.timer_service().register_processing_time_timer(at)
 
     def _drain(self, key: Any, ctx: Any) -> Iterator[Any]:
         """End of a bounded input: finish this key's turns before the job ends."""
         deadline = time.monotonic() + self.options.drain_timeout_s
-        while self.turn.value() is not None:
+        while True:
+            self._collect()
+            live = self._live_turn(key)
+            if live is None:
+                return
             if time.monotonic() > deadline:
                 logger.error("agent %r: drain timed out with a turn in progress", key)
                 return
-            if self.arrived.get(key) or not self.in_flight.get(key):
-                yield from self._advance(key, ctx)
+            if self.arrived.get(key) or not live.in_flight:
+                yield from self._advance(key, live, ctx)
                 continue
             self._stash(self.bridge.wait(0.05))

@@ -1,0 +1,219 @@
+"""The agent operator's state machine on an in-memory keyed harness (no JVM): one turn at a
+time per key, journaled results replayed after a restore, timers, end-of-input drain, and the
+state writes a turn costs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter, defaultdict
+from typing import Any
+
+import msgpack
+from pydantic import BaseModel
+
+from actors import ChatMessage, InputEvent, OutputEvent, Workflow, model, step, tool
+from actors.engine import AgentEngine
+from actors.models.base import ChatModel, ChatResult, ToolSchema
+from protocols.events import Event
+from tests.flink.keyed_harness import KeyedHarness
+
+CALLS: Counter[str] = Counter()
+LOCK = threading.Lock()
+
+
+class SlowModel(ChatModel):
+    """Answers after a few ms, counting its calls by prompt."""
+
+    provider = "test"
+
+    async def chat(
+        self, messages: list[ChatMessage], *, tools: list[ToolSchema] | None = None
+    ) -> ChatResult:
+        prompt = str(messages[-1].content)
+        with LOCK:
+            CALLS[f"model:{prompt}"] += 1
+        await asyncio.sleep(0.005)
+        return ChatResult(message=ChatMessage.assistant(f"plan for {prompt}"), model=self.model)
+
+
+class Tally(BaseModel):
+    count: int = 0
+    seen: list[int] = []
+
+
+class Planner(Workflow):
+    """Per input: one model call, then one tool call, then one output."""
+
+    state_type = Tally
+
+    @model
+    @staticmethod
+    def llm() -> ChatModel:
+        return SlowModel(model="slow")
+
+    @tool
+    @staticmethod
+    def act(key: str, n: int) -> str:
+        """Act on a plan.
+
+        Args:
+            key: the agent key.
+            n: the input number.
+        """
+        with LOCK:
+            CALLS[f"tool:{key}:{n}"] += 1
+        return f"done {key}/{n}"
+
+    @step(InputEvent)
+    def on_input(event, state, ctx):  # noqa: N805
+        n = event.input["n"]
+        key = str(ctx.address.key)
+        plan = ctx.chat("llm", [f"{key}:{n}"])
+        done = ctx.call_tool("act", key=key, n=n)
+        state.count += 1
+        state.seen.append(n)
+        ctx.send_event(
+            OutputEvent(
+                {"key": key, "n": n, "count": state.count, "plan": plan.content, "done": done}
+            )
+        )
+
+
+def _inputs(keys: int, per_key: int) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"k{i % keys}", {"n": i}) for i in range(keys * per_key)]
+
+
+def _check(inputs: list[tuple[str, dict[str, Any]]], outputs: list[dict[str, Any]]) -> None:
+    """One output per input, per-key order kept, counters exact, both results right."""
+    assert sorted(o["n"] for o in outputs) == sorted(v["n"] for _, v in inputs)
+    by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for o in outputs:
+        by_key[o["key"]].append(o)
+    for key, outs in by_key.items():
+        expected = [v["n"] for k, v in inputs if k == key]
+        assert [o["n"] for o in outs] == expected
+        assert [o["count"] for o in outs] == list(range(1, len(expected) + 1))
+        for o in outs:
+            assert o["plan"] == f"plan for {key}:{o['n']}"
+            assert o["done"] == f"done {key}/{o['n']}"
+
+
+def test_every_input_one_output_in_key_order_and_each_call_once() -> None:
+    CALLS.clear()
+    inputs = _inputs(keys=5, per_key=8)
+    harness = KeyedHarness(AgentEngine(Planner()), max_in_flight=7)
+    try:
+        for key, value in inputs:
+            harness.process(key, value)
+        harness.run_until(lambda: len(harness.outputs) == len(inputs))
+    finally:
+        harness.close()
+    _check(inputs, harness.outputs)
+    assert set(CALLS.values()) == {1} and len(CALLS) == 2 * len(inputs)
+    # Nothing of a finished turn is left in state: no turn, journal, mailbox.
+    assert not harness.state["turn"] and not any(harness.state["journal"].values())
+    assert not any(harness.state["mailbox"].values())
+    assert harness.side == []
+
+
+def test_restore_replays_journaled_results_and_finishes_every_turn() -> None:
+    CALLS.clear()
+    inputs = _inputs(keys=6, per_key=5)
+    first, rest = inputs[:18], inputs[18:]
+    harness = KeyedHarness(AgentEngine(Planner()), max_in_flight=50)
+    for key, value in first:
+        harness.process(key, value)
+    # Let some turns get their model answer journaled, then checkpoint between two callbacks.
+    harness.run_until(lambda: any(harness.state["journal"].values()))
+    snapshot = harness.snapshot()
+    committed = list(harness.outputs)  # outputs after the snapshot are not committed
+    harness.close()  # the TaskManager dies: memory, the bridge and its calls are gone
+
+    journaled = {
+        call_id: msgpack.unpackb(raw)["value"]
+        for entries in snapshot["state"]["journal"].values()
+        for call_id, raw in entries.items()
+    }
+    assert journaled, "the snapshot should hold journaled results"
+    calls_before = Counter(CALLS)
+
+    restored = KeyedHarness(AgentEngine(Planner()), max_in_flight=50, snapshot=snapshot)
+    try:
+        for key, value in rest:  # the source replays from the checkpointed offsets
+            restored.process(key, value)
+        restored.run_until(lambda: len(committed) + len(restored.outputs) == len(inputs))
+    finally:
+        restored.close()
+    _check(inputs, committed + restored.outputs)
+    # A model call whose result was journaled in the checkpoint was not made again.
+    for value in journaled.values():
+        prompt = value["message"]["content"].removeprefix("plan for ")
+        assert CALLS[f"model:{prompt}"] == calls_before[f"model:{prompt}"] == 1
+
+
+class Reminder(Event):
+    n: int
+
+
+class Scheduler(Workflow):
+    @step(InputEvent)
+    def on_input(event, state, ctx):  # noqa: N805
+        ctx.schedule(0.03, Reminder(n=event.input["n"]))
+        ctx.send_event(OutputEvent({"got": event.input["n"]}))
+
+    @step(Reminder)
+    def on_reminder(event, state, ctx):  # noqa: N805
+        ctx.send_event(OutputEvent({"reminded": event.n}))
+
+
+def test_scheduled_events_survive_a_restore_and_arrive_in_order() -> None:
+    harness = KeyedHarness(AgentEngine(Scheduler()))
+    for n in range(3):
+        harness.process("a", {"n": n})
+    assert harness.outputs == [{"got": 0}, {"got": 1}, {"got": 2}]
+    assert harness.timers, "ctx.schedule registers processing-time timers"
+    snapshot = harness.snapshot()
+    harness.close()
+    restored = KeyedHarness(AgentEngine(Scheduler()), snapshot=snapshot)
+    try:
+        restored.run_until(lambda: len(restored.outputs) == 3)
+    finally:
+        restored.close()
+    assert restored.outputs == [{"reminded": 0}, {"reminded": 1}, {"reminded": 2}]
+    assert not any(restored.state["scheduled"].values())
+
+
+def test_end_of_input_drains_turns_in_flight() -> None:
+    CALLS.clear()
+    inputs = _inputs(keys=4, per_key=3)
+    harness = KeyedHarness(AgentEngine(Planner()))
+    try:
+        for key, value in inputs:
+            harness.process(key, value)
+        assert len(harness.outputs) < len(inputs)
+        harness.end_of_input()  # no timer fires after the input ends; DRAIN_AT finishes them
+    finally:
+        harness.close()
+    _check(inputs, harness.outputs)
+
+
+class Counting(Workflow):
+    state_type = Tally
+
+    @step(InputEvent)
+    def on_input(event, state, ctx):  # noqa: N805
+        state.count += 1
+        ctx.send_event(OutputEvent(state.count))
+
+
+def test_a_turn_without_calls_writes_only_the_agent_state() -> None:
+    harness = KeyedHarness(AgentEngine(Counting()))
+    try:
+        for n in range(20):
+            harness.process(f"k{n % 2}", {"n": n})
+    finally:
+        harness.close()
+    assert harness.outputs == [n // 2 + 1 for n in range(20)]
+    assert harness.writes == Counter({"agent": 20})
+    assert harness.timers == set() and harness.event_timers == set()
