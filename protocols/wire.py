@@ -31,7 +31,6 @@ from protocols.addresses import AgentAddress, TopicAddress, parse_address
 from protocols.envelope import Envelope, dump_payload, validate_payload_bytes
 from protocols.errors import SerializationError
 from protocols.failures import DeadLetterReason, DecodeFailure
-from protocols.ids import uuid_from_bytes
 from protocols.registry import MessageRegistry, default_registry
 
 __all__ = [
@@ -68,6 +67,7 @@ _FIELDS = tuple(Envelope.model_fields)
 _from_bytes = int.from_bytes
 _SAFE = SafeUUID.unknown
 _HEADER_ITEMS = 13
+_MISS: Any = object()
 
 
 class RouteInfo(NamedTuple):
@@ -384,7 +384,9 @@ def decode_envelope(
             )
         raw = data[header_end:end]
         reg = default_registry if registry is None else registry
-        resolved = reg.resolve(type_name, type_version)
+        resolved = reg._resolved.get((type_name, type_version), _MISS)
+        if resolved is _MISS:
+            resolved = reg.resolve(type_name, type_version)
         payload = None
         if resolved is None:
             return _unknown_type(reg, data, type_name, type_version, recipient)
@@ -403,6 +405,16 @@ def decode_envelope(
         message_id = _new(UUID)
         _setattr(message_id, "int", _from_bytes(mid, "big"))
         _setattr(message_id, "is_safe", _SAFE)
+        if corr is not None:
+            corr_id = _new(UUID)
+            _setattr(corr_id, "int", _from_bytes(corr, "big"))
+            _setattr(corr_id, "is_safe", _SAFE)
+            corr = corr_id
+        if caus is not None:
+            caus_id = _new(UUID)
+            _setattr(caus_id, "int", _from_bytes(caus, "big"))
+            _setattr(caus_id, "is_safe", _SAFE)
+            caus = caus_id
         env = _new(Envelope)
         _setattr(
             env,
@@ -413,8 +425,8 @@ def decode_envelope(
                 "type_version": type_version,
                 "recipient": recipient_address,
                 "sender": sender,
-                "correlation_id": None if corr is None else uuid_from_bytes(corr),
-                "causation_id": None if caus is None else uuid_from_bytes(caus),
+                "correlation_id": corr,
+                "causation_id": caus,
                 "traceparent": traceparent,
                 "tracestate": tracestate,
                 "created_at": float(created_at),
