@@ -15,6 +15,8 @@ import msgpack
 from actors.effects import EffectResult
 from protocols.errors import SerializationError
 from protocols.events import (
+    AskReply,
+    AskTimeout,
     ChatModelEvent,
     ChatModelResponseEvent,
     ErrorEvent,
@@ -35,6 +37,8 @@ _BUILTINS: tuple[type[Event], ...] = (
     ToolCallEvent,
     ToolResultEvent,
     ErrorEvent,
+    AskReply,
+    AskTimeout,
 )
 
 

@@ -33,6 +33,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from actors.messaging import ask_reply_event
 from flink_bridge.topics import topic_for
 from protocols import (
     BUILTIN_EVENTS,
@@ -127,12 +128,26 @@ def install_message_types(types: MessageTypes) -> None:
             logger.warning("message type %r v%d not re-registered: %s", name, version, exc)
 
 
+HEADER_KIND = "fa.kind"
+HEADER_REPLY_EXPECTED = "fa.reply_expected"
+HEADER_CORRELATION = "fa.correlation_id"
+
+
 def _uuid_str(value: UUID | None) -> str | None:
     return None if value is None else str(value)
 
 
 def envelope_meta(env: Envelope) -> dict[str, Any]:
-    """The metadata of `env` a turn needs (plain data: it is kept in keyed state)."""
+    """The metadata of `env` a turn needs (plain data: it is kept in keyed state).
+
+    ``kind`` is the messaging kind the sender marked (``send``, ``ask``, ``reply``,
+    ``publish``); ``ask_id`` the correlation id of an ask (the handling turn's ``ctx.reply``
+    carries it back) or of the ask a reply answers (the asker's operator matches it against its
+    open asks).
+    """
+    headers = env.headers or {}
+    kind = headers.get(HEADER_KIND, "send")
+    ask_id = headers.get(HEADER_CORRELATION) if kind in ("ask", "reply") else None
     return {
         "message_id": str(env.message_id),
         "type_name": env.type_name,
@@ -142,6 +157,8 @@ def envelope_meta(env: Envelope) -> dict[str, Any]:
         "traceparent": env.traceparent,
         "tracestate": env.tracestate,
         "deadline": env.deadline,
+        "kind": kind,
+        "ask_id": ask_id,
     }
 
 
@@ -161,6 +178,16 @@ def to_event(payload: BaseModel) -> Event:
     if isinstance(payload, Event):
         return payload
     return InputEvent(input=payload.model_dump(mode="json"))
+
+
+def _event_of(env: Envelope) -> Event:
+    """What the recipient's step receives: an `AskReply` for a reply to an ask, else the
+    payload as `to_event` makes it."""
+    headers = env.headers or {}
+    ask_id = headers.get(HEADER_CORRELATION)
+    if headers.get(HEADER_KIND) == "reply" and ask_id:
+        return ask_reply_event(ask_id, env.sender, env.payload)
+    return to_event(env.payload)
 
 
 def decode_record(
@@ -195,7 +222,7 @@ def decode_record(
                 f"recipient {str(recipient)!r} is not an agent of type {agent_type!r}, which this "
                 f"job runs; write it to {topic_for(recipient)!r}"
             )
-        event = None if problem else to_event(decoded.payload)
+        event = None if problem else _event_of(decoded)
         if event is not None and not accepts(event):
             problem = (
                 f"no step of agent type {agent_type!r} accepts {type(event).__name__!r} "
@@ -261,11 +288,6 @@ def _wrap(
         tracestate=cause.get("tracestate"),
         deadline=cause.get("deadline"),
     )
-
-
-HEADER_KIND = "fa.kind"
-HEADER_REPLY_EXPECTED = "fa.reply_expected"
-HEADER_CORRELATION = "fa.correlation_id"
 
 
 def send_record(

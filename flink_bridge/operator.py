@@ -6,7 +6,8 @@ Per key, in Flink keyed state:
                turn has to wait for a call;
 - `journal`    call id -> result of the calls the waiting turn has made;
 - `mailbox`    events waiting for the turn in progress to finish (one turn at a time);
-- `scheduled`  fire time -> events from `ctx.schedule`.
+- `scheduled`  fire time -> events from `ctx.schedule`;
+- `asks`       correlation id -> [recipient, deadline, timeout] of each open `ctx.ask`.
 
 A turn runs as `engine.run_turn(state, event, journal)`. Calls it needs that are not journaled
 go to the bridge; the key sets a processing-time timer for when the results are expected (the
@@ -29,6 +30,12 @@ metadata; the turn runs with ``sender=`` the envelope's sender (``ctx.sender``),
 messages of ``ctx.send``/``ctx.reply`` leave on the sends side output as envelopes caused by it,
 only when the turn completes, like outputs. With ``OperatorOptions(envelopes=True)`` outputs
 are `KeyedOutput`s (key, output, cause), so they can be wrapped as envelopes downstream.
+
+Asks (`ctx.ask`): a completed turn's `outcome.asks` are kept open in `asks` with a
+processing-time timer at their deadline. A reply (an envelope marked ``fa.kind=reply``, decoded
+as `AskReply`) closes its ask and runs as a turn; the deadline timer of an ask still open
+closes it and runs an `AskTimeout` turn. Whichever comes second is dropped (and counted). A
+turn handling an ask runs with its correlation id, so ``ctx.reply`` answers the asker.
 
 A bounded input ends with a final watermark; an event-time timer at `DRAIN_AT`, set on every key
 with work in flight, fires then and finishes the key's work synchronously, because pending
@@ -57,7 +64,7 @@ from flink_bridge.envelopes import (
     install_message_types,
     outbound_records,
 )
-from protocols.events import Event, InputEvent
+from protocols.events import AskTimeout, Event, InputEvent
 
 __all__ = ["DRAIN_AT", "AgentProcessFunction", "OperatorOptions"]
 
@@ -109,6 +116,21 @@ def _parse_sender(sender: str | None) -> Any:
     from protocols import parse_address
 
     return parse_address(sender)
+
+
+def _is_reply(meta: dict[str, Any] | None) -> bool:
+    return meta is not None and meta.get("kind") == "reply" and bool(meta.get("ask_id"))
+
+
+def _take(times: dict[Any, set[int]], key: Any, timestamp: int) -> bool:
+    """Remove `timestamp` from the key's set of timer times; True if it was there."""
+    at = times.get(key)
+    if not at or timestamp not in at:
+        return False
+    at.discard(timestamp)
+    if not at:
+        del times[key]
+    return True
 
 
 def _make_process_function_base() -> type:
@@ -260,6 +282,7 @@ class AgentProcessFunction:
         self.journal = ctx.get_map_state(MapStateDescriptor("journal", Types.STRING(), blob))
         self.mailbox = ctx.get_list_state(ListStateDescriptor("mailbox", blob))
         self.scheduled = ctx.get_map_state(MapStateDescriptor("scheduled", Types.LONG(), blob))
+        self.asks = ctx.get_map_state(MapStateDescriptor("asks", Types.STRING(), blob))
         self.codec = EventCodec([t for s in self.engine.compiled.steps for t in s.events])
         self.live: dict[Any, _LiveTurn] = {}  # key -> its turn in progress
         self.arrived: dict[Any, list[EffectResult]] = defaultdict(list)  # key -> unjournaled
@@ -267,6 +290,8 @@ class AgentProcessFunction:
         self.latency_ms: dict[str, float] = {}  # call target -> observed latency (EWMA)
         self.poll_at: dict[Any, int] = {}  # key -> time of its registered poll timer
         self.schedule_at: dict[Any, set[int]] = defaultdict(set)  # key -> ctx.schedule times
+        self.ask_at: dict[Any, set[int]] = defaultdict(set)  # key -> ask deadlines
+        self.dropped_replies = 0
         self.bridge = self._open_bridge()
         self._submit_many = getattr(self.bridge, "submit_many", None)
         self.turns_done = 0
@@ -317,6 +342,14 @@ class AgentProcessFunction:
         else:
             event = self.to_event(value) if self.to_event else InputEvent(input=value)
             entry, meta = None, None
+        if _is_reply(meta) and not self._close_ask(meta["ask_id"]):  # type: ignore[index]
+            self.dropped_replies += 1
+            logger.info(
+                "agent %r: reply to ask %s dropped: the ask timed out or was answered",
+                key,
+                meta["ask_id"],  # type: ignore[index]
+            )
+            return
         live = self._live_turn(key)
         if live is not None:  # one turn at a time: wait in the mailbox
             self._mail(live, entry if entry is not None else self.codec.encode(event), meta)
@@ -335,17 +368,15 @@ class AgentProcessFunction:
         if is_poll:
             del self.poll_at[key]
         due: list[bytes] = []
-        times = self.schedule_at.get(key)
-        if not is_poll or (times and timestamp in times):
-            # A ctx.schedule timer (or, after a restore, possibly one: memory is empty then).
-            if times is not None:
-                times.discard(timestamp)
-                if not times:
-                    del self.schedule_at[key]
+        # A ctx.schedule timer or an ask's deadline (after a restore, any timer may be one:
+        # memory is empty then, so state is read).
+        if _take(self.schedule_at, key, timestamp) or not is_poll:
             raw = self.scheduled.get(timestamp)
             if raw is not None:
                 self.scheduled.remove(timestamp)
                 due = msgpack.unpackb(raw, raw=False)
+        if _take(self.ask_at, key, timestamp) or not is_poll:
+            due.extend(self._expired_asks(timestamp))
         self._collect()
         live = self._live_turn(key)
         if due:
@@ -457,6 +488,7 @@ class AgentProcessFunction:
                 turn_id=live.turn_id,
                 sender=_parse_sender(sender),
                 owned=True,
+                correlation_id=live.meta.get("ask_id") if live.meta else None,
             )
             if not outcome.done:
                 self._persist(live)
@@ -531,6 +563,8 @@ class AgentProcessFunction:
     ) -> Iterator[Any]:
         for delay_s, event in outcome.timers:
             self._schedule_event(key, ctx, delay_s, event)
+        for ask in getattr(outcome, "asks", ()):
+            self._open_ask(key, ctx, ask)
         for output in outcome.outputs:
             yield KeyedOutput(str(key), output, meta) if self.options.envelopes else output
         for error in outcome.errors:
@@ -600,6 +634,38 @@ class AgentProcessFunction:
         self.scheduled.put(at, msgpack.packb(events))
         self.schedule_at[key].add(at)
         ctx.timer_service().register_processing_time_timer(at)
+
+    # -- asks -----------------------------------------------------------------------------
+
+    def _open_ask(self, key: Any, ctx: Any, ask: Any) -> None:
+        deadline = int(time.time() * 1000) + max(1, int(ask.timeout_s * 1000))
+        record = [str(ask.recipient), deadline, float(ask.timeout_s)]
+        self.asks.put(ask.correlation_id, msgpack.packb(record))
+        self.ask_at[key].add(deadline)
+        ctx.timer_service().register_processing_time_timer(deadline)
+
+    def _close_ask(self, correlation_id: str) -> bool:
+        """Close an open ask of the current key; False if it is not open (any more)."""
+        if self.asks.get(correlation_id) is None:
+            return False
+        self.asks.remove(correlation_id)
+        return True
+
+    def _expired_asks(self, now: int) -> list[bytes]:
+        """Close the current key's asks whose deadline has passed; their `AskTimeout` entries."""
+        expired = []
+        for correlation_id, raw in list(self.asks.items()):
+            recipient, deadline, timeout_s = msgpack.unpackb(raw, raw=False)
+            if deadline <= now:
+                expired.append((deadline, correlation_id, recipient, timeout_s))
+        entries = []
+        for _, correlation_id, recipient, timeout_s in sorted(expired):
+            self.asks.remove(correlation_id)
+            event = AskTimeout(
+                correlation_id=correlation_id, recipient=recipient, timeout_s=timeout_s
+            )
+            entries.append(msgpack.packb([self.codec.encode(event), None]))
+        return entries
 
     def _drain(self, key: Any, ctx: Any) -> Iterator[Any]:
         """End of a bounded input: finish this key's turns before the job ends."""

@@ -136,6 +136,7 @@ class KeyedHarness:
         agent_type: str = "Agent",
         max_in_flight: int = 50,
         snapshot: dict[str, Any] | None = None,
+        envelopes: bool = False,
     ) -> None:
         self.state: dict[str, dict[Any, Any]] = defaultdict(dict)
         self.timers: set[tuple[int, Any]] = set()
@@ -150,10 +151,16 @@ class KeyedHarness:
         self.writes: Counter[str] = Counter()
         self.outputs: list[Any] = []
         self.side: list[tuple[Any, Any]] = []
+        self.sends: list[Any] = []
         options = OperatorOptions(
-            agent_type=agent_type, bridge="in-process", max_in_flight=max_in_flight
+            agent_type=agent_type,
+            bridge="in-process",
+            max_in_flight=max_in_flight,
+            envelopes=envelopes,
         )
-        self.function = build_process_function(engine, options, errors_tag="errors")
+        self.function = build_process_function(
+            engine, options, errors_tag="errors", sends_tag="sends"
+        )
         self.function.open(_RuntimeContext(self))
         self._ctx = _Ctx(self)
 
@@ -161,6 +168,8 @@ class KeyedHarness:
         for item in emitted:
             if isinstance(item, tuple) and len(item) == 2 and item[0] == "errors":
                 self.side.append(item)
+            elif isinstance(item, tuple) and len(item) == 2 and item[0] == "sends":
+                self.sends.append(item[1])
             else:
                 self.outputs.append(item)
 
