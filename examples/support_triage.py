@@ -376,7 +376,7 @@ class Specialist(Workflow):
         if note:
             text += f"\n{note}"
         state.handled += 1
-        state.tickets.append(event.ticket_id)
+        state.tickets = [*state.tickets, event.ticket_id][-20:]  # the latest, for a look
         agent = ctx.address.agent_type
         if escalate:
             state.escalated += 1
