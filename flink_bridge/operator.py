@@ -214,11 +214,16 @@ def build_process_function(
     *,
     errors_tag: Any = None,
     sends_tag: Any = None,
+    keys_tag: Any = None,
 ) -> Any:
-    """The `KeyedProcessFunction` running `engine`'s workflow; pyflink imported lazily."""
+    """The `KeyedProcessFunction` running `engine`'s workflow; pyflink imported lazily.
+
+    With `keys_tag`, each key's first completed turn emits the key on that side output (the
+    registry of live keys that broadcast subscriptions fan out to, `flink_bridge.subscriptions`).
+    """
     base = _make_process_function_base()
     cls = type("AgentProcessFunction", (AgentProcessFunction, base), {})
-    return cls(engine, options, to_event, errors_tag, sends_tag)
+    return cls(engine, options, to_event, errors_tag, sends_tag, keys_tag)
 
 
 @dataclass(slots=True)
@@ -254,12 +259,14 @@ class AgentProcessFunction:
         to_event: Callable[[Any], Event] | None = None,
         errors_tag: Any = None,
         sends_tag: Any = None,
+        keys_tag: Any = None,
     ) -> None:
         self.engine = engine
         self.options = options
         self.to_event = to_event
         self.errors_tag = errors_tag
         self.sends_tag = sends_tag
+        self.keys_tag = keys_tag
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -496,6 +503,8 @@ class AgentProcessFunction:
                 return
             state_raw = self.engine.dump_state(outcome.state)
             self.agent.update(msgpack.packb([live.seq, state_raw]))
+            if live.state_raw is None and self.keys_tag is not None:
+                yield self.keys_tag, str(key)  # a new key: its first state (subscriptions)
             if live.persisted_ids:
                 self.journal.clear()
             if live.persisted:
