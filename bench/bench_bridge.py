@@ -10,13 +10,18 @@ Bounded (< 90 s on 2 cores). Three figures, all measured in this one run:
    50 ms fake model. If Flink cannot run here, the naive pattern is measured without Flink
    (one Ray call per request, 200 in flight, from asyncio) and the output says so.
 
-Pools use their default `stream_results=True` (results return as calls finish); with
-`--compare-batch` the one-reply-per-batch mode is measured too.
+Pools use their default transport, the call channel (a local socket per actor; batches as
+frames, results as calls finish), and the default adaptive batching (`batch_window_ms=0`).
+With `--compare-ray` the Ray-call transport (one streaming-generator Ray call per batch, the
+previous design) is measured in the same run.
 
-The bridge is driven the way the Flink operator drives it: one thread submits (blocking when
-W calls are in flight) and polls completed results between submissions.
+The bridge is driven the way the Flink operator drives it: one thread submits one call at a
+time (blocking when W calls are in flight) and polls completed results between submissions.
+Each figure also reports CPU microseconds per call (the bench process plus the worker actors),
+which depends far less on other load on the machine than calls/s does.
 
 Run: python bench/bench_bridge.py [--seconds 4] [--naive-records 2000] [--skip-flink]
+     [--compare-ray]
 The last line is one JSON object.
 """
 
@@ -60,33 +65,48 @@ def _fake_model_factory(latency_ms: float) -> Any:
     return lambda: FakeModel(latency_ms)
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by this process and the given ones."""
+    import psutil  # a dependency of ray
+
+    total = time.process_time()
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def run_bridge(
-    latency_ms: float, seconds: float, pool_size: int, stream: bool = True
+    latency_ms: float, seconds: float, pool_size: int, transport: str = "channel"
 ) -> dict[str, float]:
     """Submit from this thread (blocking at W in flight) and poll; calls/s after a warm-up."""
     config = BridgeConfig(
         max_in_flight=W,
-        batch_max=64,
-        batch_window_ms=2.0,
         pools={
-            EffectKind.MODEL: PoolConfig(size=pool_size, max_concurrency=64, stream_results=stream)
+            EffectKind.MODEL: PoolConfig(size=pool_size, max_concurrency=64, transport=transport)
         },
     )
     bridge = RayBridge(_fake_model_factory(latency_ms), config=config)
     bridge.start()
     try:
+        worker_pids = [ray.get(a.ping.remote()) for a in bridge.pools[EffectKind.MODEL].actors]
         warmup_s = 1.0
         started = time.monotonic()
         t_measure = started + warmup_s
         t_end = t_measure + seconds
         done = 0
         measured = 0
+        cpu_start = 0.0
+        peak = 0
         i = 0
         while True:
             now = time.monotonic()
             if now >= t_end:
                 break
+            if not cpu_start and now >= t_measure:
+                cpu_start = _cpu_s(worker_pids)
             bridge.submit(EffectRequest(call_id=f"c{i}", kind=EffectKind.MODEL, target="fake"))
+            peak = max(peak, bridge.in_flight)
             i += 1
             if i % 16 == 0:
                 got = len(bridge.poll())
@@ -94,11 +114,17 @@ def run_bridge(
                 if now >= t_measure:
                     measured += got
         elapsed = time.monotonic() - t_measure
+        cpu_used = _cpu_s(worker_pids) - cpu_start
         while bridge.in_flight:
             done += len(bridge.wait(1.0))
         done += len(bridge.poll())
         assert done == i, f"lost results: {done} of {i}"
-        return {"calls_per_s": measured / elapsed, "calls": float(i)}
+        assert peak <= W, f"{peak} calls were in flight, above W={W}"
+        return {
+            "calls_per_s": measured / elapsed,
+            "calls": float(i),
+            "cpu_us_per_call": cpu_used / max(measured, 1) * 1e6,
+        }
     finally:
         bridge.close()
 
@@ -215,13 +241,15 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=88.0, help="whole-run bound")
     parser.add_argument("--skip-flink", action="store_true")
     parser.add_argument(
-        "--compare-batch",
+        "--compare-ray",
         action="store_true",
-        help="also measure stream_results=False (one reply per batch) at 50 ms and 0 ms",
+        help="also measure transport='ray' (one Ray call per batch) at 50 ms and 0 ms",
     )
     args = parser.parse_args()
 
     t0 = time.monotonic()
+    load_1m = os.getloadavg()[0]
+    print(f"load average (1 min) at start: {load_1m:.2f} on {os.cpu_count()} cores", flush=True)
     connect_ray(
         address=None,
         namespace="flink-actors-bench",
@@ -234,16 +262,22 @@ def main() -> None:
         bound = W / (LATENCY_MS / 1000.0)
         print(
             f"bridge 50 ms, W={W}: {r50['calls_per_s']:.0f} calls/s "
-            f"= {r50['calls_per_s'] / bound:.1%} of the bound {bound:.0f}/s",
+            f"= {r50['calls_per_s'] / bound:.1%} of the bound {bound:.0f}/s, "
+            f"{r50['cpu_us_per_call']:.0f} CPU us/call",
             flush=True,
         )
         r0 = run_bridge(0.0, args.seconds, args.pool_size)
-        print(f"bridge 0 ms, W={W}: {r0['calls_per_s']:.0f} calls/s", flush=True)
-        if args.compare_batch:
+        print(
+            f"bridge 0 ms, W={W}: {r0['calls_per_s']:.0f} calls/s, "
+            f"{r0['cpu_us_per_call']:.0f} CPU us/call",
+            flush=True,
+        )
+        if args.compare_ray:
             for ms in (LATENCY_MS, 0.0):
-                rb = run_bridge(ms, args.seconds, args.pool_size, stream=False)
+                rr = run_bridge(ms, args.seconds, args.pool_size, transport="ray")
                 print(
-                    f"bridge {ms:.0f} ms, stream_results=False: {rb['calls_per_s']:.0f} calls/s",
+                    f"bridge {ms:.0f} ms, transport='ray': {rr['calls_per_s']:.0f} calls/s, "
+                    f"{rr['cpu_us_per_call']:.0f} CPU us/call",
                     flush=True,
                 )
         naive_how = "pyflink-async-function-process-mode"
@@ -278,6 +312,9 @@ def main() -> None:
                 "bound_ratio_50ms": round(r50["calls_per_s"] / bound, 4),
                 "calls_per_s_0ms": round(r0["calls_per_s"], 1),
                 "naive_calls_per_s_50ms": round(naive, 1),
+                "cpu_us_per_call_50ms": round(r50["cpu_us_per_call"], 1),
+                "cpu_us_per_call_0ms": round(r0["cpu_us_per_call"], 1),
+                "load_avg_1m": round(load_1m, 2),
             }
         )
     )

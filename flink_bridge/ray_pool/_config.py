@@ -72,8 +72,12 @@ class BridgeConfig:
 
     - `max_in_flight`: calls submitted and not yet completed; `submit` blocks beyond it, which
       is how a saturated pool shows up as Flink backpressure.
-    - `batch_max` / `batch_window_ms`: a Ray call carries up to `batch_max` requests, gathered
-      for at most `batch_window_ms` after the first one arrives (sent at once when full).
+    - `batch_max` / `batch_window_ms`: a batch (one channel frame, or one Ray call) carries up
+      to `batch_max` requests, gathered for at most `batch_window_ms` after the first one
+      arrives (sent at once when full). The default window 0 batches adaptively: a batch
+      holds what was submitted while the bridge thread sent the previous one, so calls wait
+      for no timer and batches grow with load. A window > 0 trades latency for fewer, larger
+      batches (worth it only with ``transport="ray"`` at low rates).
     - `pools`: one `PoolConfig` per kind; a request of a kind without a pool fails at once.
     - `ray_address`: None starts (or joins) a Ray in this process bound to 127.0.0.1;
       ``"127.0.0.1:6379"`` connects to a running head (token auth, see `connect_ray`).
@@ -85,7 +89,7 @@ class BridgeConfig:
 
     max_in_flight: int = 200
     batch_max: int = 64
-    batch_window_ms: float = 2.0
+    batch_window_ms: float = 0.0
     pools: dict[EffectKind, PoolConfig] = field(default_factory=_default_pools)
     ray_address: str | None = None
     namespace: str = "flink-actors"

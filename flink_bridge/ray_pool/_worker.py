@@ -120,17 +120,32 @@ class EffectWorker:
         only through this Ray call, so only holders of the actor handle can connect.
         """
         if self._channel is None:
-            channel = ChannelServer(self._run_one)
+            executor = self._get_executor()
+            if executor is None:
+                assert self._factory_error is not None
+                error = self._factory_error
+
+                async def run(request: EffectRequest) -> EffectResult:
+                    return EffectResult(call_id=request.call_id, error=error, attempts=0)
+
+            else:
+                admission = self._admission
+
+                # A plain closure, not a method: Ray wraps every actor method (tracing hooks),
+                # which would cost every call a few microseconds more.
+                async def run(request: EffectRequest) -> EffectResult:
+                    try:
+                        return await admission.run(request, executor)
+                    except Exception as exc:  # admission never raises; last line of isolation
+                        error = EffectError(
+                            error_type=type(exc).__name__, message=str(exc), retryable=False
+                        )
+                        return EffectResult(call_id=request.call_id, error=error)
+
+            channel = ChannelServer(run)
             await channel.start()
             self._channel = channel
         return self._channel.address, self._channel.secret
-
-    async def _run_one(self, request: EffectRequest) -> EffectResult:
-        executor = self._get_executor()
-        if executor is None:
-            assert self._factory_error is not None
-            return EffectResult(call_id=request.call_id, error=self._factory_error, attempts=0)
-        return await self._one(request, executor)
 
     async def _one(self, request: EffectRequest, executor: EffectExecutor) -> EffectResult:
         try:

@@ -92,3 +92,8 @@ class HttpModelExecutor:
             value=body["text"],
             usage=Usage(input_tokens=body["in"], output_tokens=body["out"], cost_usd=0.001),
         )
+
+
+def broken_factory() -> SleepExecutor:
+    """An executor factory that fails in the worker (a misconfigured workflow)."""
+    raise ValueError("no model configured")

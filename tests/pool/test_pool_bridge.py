@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
 import os
@@ -14,11 +15,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pool_executors import HttpModelExecutor, RetryAfterOnceExecutor, SleepExecutor
+from pool_executors import (
+    HttpModelExecutor,
+    RetryAfterOnceExecutor,
+    SleepExecutor,
+    broken_factory,
+)
 
 from actors.admission import AdmissionConfig, RateLimit
 from actors.effects import EffectKind, EffectRequest, EffectResult
 from flink_bridge.ray_pool import BridgeConfig, PoolConfig, RayBridge
+from flink_bridge.ray_pool._channel import ChannelClient
 from protocols.errors import ConfigError, UserError
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
@@ -82,13 +89,20 @@ def test_pool_sizing_and_spread(make_bridge: Callable[..., RayBridge]) -> None:
     assert no_pool is not None and no_pool.error_type == "ConfigError" and "mcp" in no_pool.message
 
 
-@pytest.mark.parametrize("stream", [True, False], ids=["stream", "batch"])
-def test_batching_isolates_failures(make_bridge: Callable[..., RayBridge], stream: bool) -> None:
+TRANSPORTS = {
+    "channel": {"transport": "channel"},
+    "ray-stream": {"transport": "ray", "stream_results": True},
+    "ray-batch": {"transport": "ray", "stream_results": False},
+}
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_batching_isolates_failures(make_bridge: Callable[..., RayBridge], transport: str) -> None:
     bridge = make_bridge(
         functools.partial(SleepExecutor, 5),
         batch_max=32,
         batch_window_ms=20,
-        pools={EffectKind.MODEL: PoolConfig(size=1, stream_results=stream)},
+        pools={EffectKind.MODEL: PoolConfig(size=1, **TRANSPORTS[transport])},  # type: ignore[arg-type]
     )
     n = 60
     for i in range(n):
@@ -237,14 +251,19 @@ def test_deadline_expiry(make_bridge: Callable[..., RayBridge]) -> None:
     assert results["fast"].ok
 
 
+@pytest.mark.parametrize("transport", ["channel", "ray"])
 @pytest.mark.parametrize("resubmit", [True, False])
 def test_worker_killed_with_calls_in_flight(
-    make_bridge: Callable[..., RayBridge], resubmit: bool
+    make_bridge: Callable[..., RayBridge], resubmit: bool, transport: str
 ) -> None:
     bridge = make_bridge(
         functools.partial(SleepExecutor, 1500),
         batch_max=8,
-        pools={EffectKind.MODEL: PoolConfig(size=1, resubmit_on_worker_loss=resubmit)},
+        pools={
+            EffectKind.MODEL: PoolConfig(
+                size=1, resubmit_on_worker_loss=resubmit, transport=transport
+            )
+        },
     )
     actor = bridge.pools[EffectKind.MODEL].actors[0]
     old_pid = ray.get(actor.ping.remote())
@@ -303,6 +322,71 @@ def test_backpressure_bounds_in_flight(make_bridge: Callable[..., RayBridge]) ->
     assert max(block_times[:bound]) < 0.1  # below the bound, submit does not block
     assert submit_s >= (n - bound) / bound * 0.2 * 0.8  # beyond it, it waits for completions
     assert max(r.value["peak"] for r in results.values()) <= bound
+
+
+def test_submit_many_more_than_the_bound(make_bridge: Callable[..., RayBridge]) -> None:
+    """One hand-over per run of free slots; beyond the bound it blocks like `submit`."""
+    bound = 5
+    bridge = make_bridge(
+        functools.partial(SleepExecutor, 200),
+        max_in_flight=bound,
+        pools={EffectKind.MODEL: PoolConfig(size=2)},
+    )
+    n = 17
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, bridge.in_flight)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.monotonic()
+    bridge.submit_many(model_req(f"s{i}", echo=i) for i in range(n))
+    submit_s = time.monotonic() - started
+    results = drain(bridge, n)
+    stop.set()
+    sampler.join()
+    assert peak <= bound
+    assert submit_s >= (n - bound) // bound * 0.2 * 0.8  # it waited for completions
+    assert all(results[f"s{i}"].ok and results[f"s{i}"].value["echo"] == i for i in range(n))
+    assert max(r.value["peak"] for r in results.values()) <= bound
+
+
+def test_executor_factory_failure_comes_back_per_call(
+    make_bridge: Callable[..., RayBridge],
+) -> None:
+    bridge = make_bridge(broken_factory, pools={EffectKind.MODEL: PoolConfig()})
+    bridge.submit_many([model_req("f0"), model_req("f1")])
+    results = drain(bridge, 2)
+    for r in results.values():
+        assert r.error is not None and r.error.error_type == "ValueError"
+        assert "fix the workflow definition" in r.error.message
+
+
+def test_channel_refuses_a_wrong_secret(make_bridge: Callable[..., RayBridge]) -> None:
+    bridge = make_bridge(SleepExecutor, pools={EffectKind.MODEL: PoolConfig()})
+    actor = bridge.pools[EffectKind.MODEL].actors[0]
+    address, secret = ray.get(actor.open_channel.remote())
+    assert isinstance(secret, bytes) and len(secret) == 32
+
+    async def intrude() -> list[object]:
+        closed: list[object] = []
+        got: list[object] = []
+        client = await ChannelClient.connect(address, b"x" * 32, got.extend, closed.append)
+        client.send([(1, model_req("intruder"))])
+        await asyncio.wait_for(client.task, 10)
+        assert got == []
+        return closed
+
+    closed = asyncio.run(intrude())
+    assert len(closed) == 1 and isinstance(closed[0], ConnectionError)
+    assert ray.get(actor.stats.remote())["calls"] == 0  # nothing ran
+    bridge.submit(model_req("legit"))  # the bridge's own channel still works
+    assert drain(bridge, 1)["legit"].ok
 
 
 def test_close_releases_a_blocked_submitter(make_bridge: Callable[..., RayBridge]) -> None:
