@@ -27,13 +27,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 from uuid import UUID
 
 from pydantic import BaseModel
 
-from actors.messaging import ask_reply_event
+from actors.messaging import Subscription, ask_reply_event
 from flink_bridge.topics import topic_for
 from protocols import (
     BUILTIN_EVENTS,
@@ -57,6 +57,7 @@ __all__ = [
     "KeyedOutput",
     "MessageTypes",
     "OutRecord",
+    "Published",
     "capture_message_types",
     "dead_letter_record",
     "decode_record",
@@ -82,6 +83,20 @@ class Inbound(NamedTuple):
     """The event the workflow receives, encoded with the operator's `EventCodec`."""
     meta: dict[str, Any]
     """`envelope_meta` of the envelope: sender, ids, trace context, deadline."""
+
+
+class Published(NamedTuple):
+    """A topic-addressed envelope on a topic the agent type subscribes to, routed.
+
+    ``keyed`` has one `Inbound` per keyed subscription that chose a key; ``broadcast`` one
+    `Inbound` (key ``""``) per broadcast subscription, to be copied to every live key by the
+    fan-out (`flink_bridge.subscriptions`); ``skipped`` counts the keyed subscriptions whose
+    key was None (the message is not for this type). Their meta has ``kind = "publish"``.
+    """
+
+    keyed: tuple[Inbound, ...]
+    broadcast: tuple[Inbound, ...]
+    skipped: int
 
 
 class KeyedOutput(NamedTuple):
@@ -199,10 +214,13 @@ def decode_record(
     source_topic: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     now: float | None = None,
-) -> Inbound | DeadLetter:
+    subscriptions: Sequence[Subscription] = (),
+) -> Inbound | Published | DeadLetter:
     """One Kafka value -> an `Inbound` for the agent, or the `DeadLetter` saying why not.
 
-    Never raises: contract 4, bad input never stops the job.
+    An envelope addressed to ``topic:<name>`` is `Published` (routed by each of
+    `subscriptions` to that topic) when the agent type subscribes to ``<name>``, else a dead
+    letter. Never raises: contract 4, bad input never stops the job.
     """
     raw = b""
     try:
@@ -212,10 +230,23 @@ def decode_record(
             return decoded.to_dead_letter(source_topic=source_topic)
         recipient = decoded.recipient
         problem = None
+        if isinstance(recipient, TopicAddress) and any(
+            s.topic == recipient.topic for s in subscriptions
+        ):
+            return _published(
+                raw,
+                decoded,
+                recipient.topic,
+                subscriptions,
+                agent_type,
+                accepts,
+                encode_event,
+                source_topic,
+            )
         if not isinstance(recipient, AgentAddress):
             problem = (
-                f"recipient {str(recipient)!r} is a topic; an agent job reads envelopes "
-                f"addressed to agents of type {agent_type!r}"
+                f"recipient {str(recipient)!r} is a topic agent type {agent_type!r} does not "
+                "subscribe to; declare Subscription(<topic>) on the workflow to receive it"
             )
         elif recipient.agent_type != agent_type:
             problem = (
@@ -239,6 +270,52 @@ def decode_record(
             source_topic=source_topic,
             failed_at=time.time(),
         )
+
+
+def _published(
+    raw: bytes,
+    env: Envelope,
+    topic: str,
+    subscriptions: Sequence[Subscription],
+    agent_type: str,
+    accepts: Callable[[Event], bool],
+    encode_event: Callable[[Event], bytes],
+    source_topic: str | None,
+) -> Published | DeadLetter:
+    """Route a published envelope with each subscription to its topic (`Subscription.route`):
+    a key, `BROADCAST`, or None (skipped). A key selector that raises makes a dead letter."""
+    event = to_event(env.payload)
+    if not accepts(event):
+        message = (
+            f"no step of agent type {agent_type!r} accepts {type(event).__name__!r} (message "
+            f"{env.type_name!r} published to {topic!r}); add a @step for it"
+        )
+        return _processing_failed(raw, message, source_topic, env)
+    meta = envelope_meta(env)
+    meta["kind"] = "publish"
+    meta["ask_id"] = None
+    entry = encode_event(event)
+    keyed: list[Inbound] = []
+    broadcast: list[Inbound] = []
+    skipped = 0
+    for sub in subscriptions:
+        if sub.topic != topic:
+            continue
+        try:
+            route = sub.route(env.payload)
+        except Exception as exc:
+            message = (
+                f"the key of Subscription({topic!r}) of agent type {agent_type!r} raised "
+                f"{type(exc).__name__}: {exc}; make the key selector total (None skips)"
+            )
+            return _processing_failed(raw, message, source_topic, env)
+        if route is None:
+            skipped += 1
+        elif isinstance(route, str):
+            keyed.append(Inbound(route, entry, dict(meta)))
+        else:  # BROADCAST
+            broadcast.append(Inbound("", entry, dict(meta)))
+    return Published(tuple(keyed), tuple(broadcast), skipped)
 
 
 def _processing_failed(
@@ -385,6 +462,8 @@ class EnvelopeDecodeFunction:
         dead_letter_topic: str | None,
         dead_letters_tag: Any,
         max_bytes: int,
+        subscriptions: tuple[Subscription, ...] = (),
+        broadcasts_tag: Any = None,
     ) -> None:
         self.agent_type = agent_type
         self.event_types = event_types
@@ -393,6 +472,8 @@ class EnvelopeDecodeFunction:
         self.dead_letter_topic = dead_letter_topic
         self.dead_letters_tag = dead_letters_tag
         self.max_bytes = max_bytes
+        self.subscriptions = tuple(subscriptions)
+        self.broadcasts_tag = broadcasts_tag
 
     def open(self, runtime_context: Any) -> None:
         from flink_bridge.codec import EventCodec
@@ -401,11 +482,14 @@ class EnvelopeDecodeFunction:
         self.codec = EventCodec(list(self.event_types))
         self.dead_letters = 0
         self.delivered = 0
+        self.skipped = 0
         self.counter: Any = None
+        self.skipped_counter: Any = None
         self.reason_counters: dict[str, Any] = {}
         try:  # a Flink metric when the execution mode offers one; else the log says it
             self.metrics = runtime_context.get_metrics_group().add_group("flink_actors")
             self.counter = self.metrics.counter("dead_letters")
+            self.skipped_counter = self.metrics.counter("subscription_skipped")
         except Exception as exc:  # pragma: no cover - depends on the execution mode
             self.metrics = None
             logger.info("no Flink metric group for dead letters (%s); counting in logs", exc)
@@ -421,15 +505,38 @@ class EnvelopeDecodeFunction:
             encode_event=self.codec.encode,
             source_topic=self.source_topic,
             max_bytes=self.max_bytes,
+            subscriptions=self.subscriptions,
         )
         if isinstance(result, Inbound):
             self.delivered += 1
             yield result
             return
+        if isinstance(result, Published):
+            yield from self._published(result)
+            return
         self._count(result)
         if self.dead_letters_tag is not None:
             topic = self.dead_letter_topic or ""
             yield self.dead_letters_tag, dead_letter_record(result, topic)
+
+    def _published(self, result: Published) -> Iterator[Any]:
+        """Keyed routes go on to the agent; broadcasts to the fan-out's side output."""
+        for inbound in result.keyed:
+            self.delivered += 1
+            yield inbound
+        for inbound in result.broadcast:
+            if self.broadcasts_tag is not None:
+                yield self.broadcasts_tag, inbound
+        if result.skipped:
+            self.skipped += result.skipped
+            if self.skipped_counter is not None:
+                self.skipped_counter.inc(result.skipped)
+            logger.debug(
+                "published envelope skipped by %d subscription(s) of %r (key None); %d so far",
+                result.skipped,
+                self.agent_type,
+                self.skipped,
+            )
 
     def _count(self, letter: DeadLetter) -> None:
         self.dead_letters += 1

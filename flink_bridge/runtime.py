@@ -15,17 +15,23 @@ pinger = AgentRuntime.from_kafka(env, [inbox_topic("Pinger"), "starts"], bootstr
                                  format="envelope", dead_letter_topic="dlq").apply(Pinger())
 pinger.to_kafka("pinger-out", bootstrap_servers=bs, format="envelope")  # outputs + ctx.send
 ```
+
+A workflow's `Subscription`s are read too: `apply` adds a source per subscribed topic, routes
+keyed subscriptions to one key and broadcasts to every registered key (see
+`flink_bridge.subscriptions`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, Literal
 
 from actors.engine import AgentEngine
+from actors.messaging import Subscription, subscriptions_of
 from actors.workflow import Workflow
 from flink_bridge.envelopes import (
     DEAD_LETTERS_TAG_NAME,
@@ -40,6 +46,17 @@ from flink_bridge.envelopes import (
 from flink_bridge.environment import RuntimeConfig
 from flink_bridge.kafka import StartFrom, add_connector_jars, kafka_sink, kafka_source
 from flink_bridge.operator import ERRORS_TAG_NAME, OperatorOptions, build_process_function
+from flink_bridge.subscriptions import (
+    BROADCASTS_TAG_NAME,
+    KEYS_TAG_NAME,
+    broadcast_topics,
+    build_fan_out_function,
+    create_subscription_topics,
+    registry_record,
+    registry_state_descriptor,
+    registry_topic,
+    subscribed_topics,
+)
 from flink_bridge.topics import DEFAULT_DEAD_LETTER_TOPIC
 from protocols import DEFAULT_MAX_BYTES, AgentAddress
 from protocols.errors import UserError
@@ -47,6 +64,8 @@ from protocols.errors import UserError
 __all__ = ["AgentRuntime", "default_key", "ray_client_env"]
 
 KeySelector = Callable[[Any], str]
+
+logger = logging.getLogger("flink_actors.flink_bridge")
 
 
 def default_key(record: Any) -> str:
@@ -116,6 +135,8 @@ class AgentRuntime:
         self._sends: Any = None
         self._dead_letters: Any = None
         self._sends_wired = False
+        self._source_settings: dict[str, Any] = {}  # from_kafka's, for subscription sources
+        self._subscriptions: tuple[Subscription, ...] = ()
 
     # -- sources ----------------------------------------------------------------------------
 
@@ -201,6 +222,12 @@ class AgentRuntime:
             runtime._bootstrap_servers = bootstrap_servers
             runtime._dead_letter_topic = dead_letter_topic
             runtime._max_envelope_bytes = max_envelope_bytes
+            runtime._source_settings = {
+                "env": env,
+                "group_id": group_id,
+                "bounded": bounded,
+                "start_from": start_from,
+            }
             # One source per topic, so a dead letter can say which topic it came from.
             runtime._envelope_sources = [
                 (
@@ -266,8 +293,13 @@ class AgentRuntime:
         )
         errors_tag = OutputTag(ERRORS_TAG_NAME, Types.STRING())
         sends_tag = OutputTag(SENDS_TAG_NAME, Types.PICKLED_BYTE_ARRAY())
+        if self._format == "envelope":
+            self._subscriptions = subscriptions_of(agent)
+        keys_tag = None
+        if broadcast_topics(self._subscriptions):
+            keys_tag = OutputTag(KEYS_TAG_NAME, Types.STRING())
         function = build_process_function(
-            engine, options, errors_tag=errors_tag, sends_tag=sends_tag
+            engine, options, errors_tag=errors_tag, sends_tag=sends_tag, keys_tag=keys_tag
         )
         if self._format == "envelope":
             keyed = self._decode_envelopes(engine, options.agent_type, message_types)
@@ -278,6 +310,8 @@ class AgentRuntime:
         )
         self._errors = self._outputs.get_side_output(errors_tag)
         self._sends = self._outputs.get_side_output(sends_tag)
+        if keys_tag is not None:
+            self._register_keys(self._outputs.get_side_output(keys_tag), options.agent_type)
         self._engine = engine
         self._agent_type = options.agent_type
         return self
@@ -290,8 +324,11 @@ class AgentRuntime:
         if self._stream is not None:
             raise UserError("apply() was already called on this runtime; build a new one")
         dead_tag = OutputTag(DEAD_LETTERS_TAG_NAME, Types.PICKLED_BYTE_ARRAY())
+        broadcasts_tag = OutputTag(BROADCASTS_TAG_NAME, Types.PICKLED_BYTE_ARRAY())
         event_types = tuple(t for s in engine.compiled.steps for t in s.events)
-        decoded, dead = [], []
+        subscriptions = self._subscriptions
+        self._add_subscription_sources(agent_type)
+        decoded, dead, broadcasts = [], [], []
         for topic, raw in self._envelope_sources:
             function = build_decode_function(
                 agent_type=agent_type,
@@ -301,11 +338,17 @@ class AgentRuntime:
                 dead_letter_topic=self._dead_letter_topic,
                 dead_letters_tag=dead_tag,
                 max_bytes=self._max_envelope_bytes,
+                subscriptions=subscriptions,
+                broadcasts_tag=broadcasts_tag if broadcast_topics(subscriptions) else None,
             )
             stream = raw.process(function, output_type=Types.PICKLED_BYTE_ARRAY())
             stream = stream.name(f"decode:{topic}")
             decoded.append(stream)
             dead.append(stream.get_side_output(dead_tag))
+            if broadcast_topics(subscriptions):
+                broadcasts.append(stream.get_side_output(broadcasts_tag))
+        if broadcasts:
+            decoded.append(self._fan_out(broadcasts, agent_type))
         self._stream = decoded[0].union(*decoded[1:]) if len(decoded) > 1 else decoded[0]
         self._dead_letters = dead[0].union(*dead[1:]) if len(dead) > 1 else dead[0]
         if self._dead_letter_topic is not None:
@@ -316,6 +359,72 @@ class AgentRuntime:
                 name=f"dead-letters-{agent_type}",
             )
         return self._stream.key_by(_key_of_inbound, key_type=Types.STRING())
+
+    # -- subscriptions (flink_bridge.subscriptions) -----------------------------------------
+
+    def _add_subscription_sources(self, agent_type: str) -> None:
+        """A source per subscribed topic not read already; the topics (and the compacted key
+        registry of broadcast subscriptions) are created if missing."""
+        if not self._subscriptions:
+            return
+        assert self._bootstrap_servers is not None
+        try:
+            create_subscription_topics(self._bootstrap_servers, agent_type, self._subscriptions)
+        except Exception as exc:  # the sources will say it again when the job starts
+            logger.warning(
+                "could not create the subscription topics of %r (%s); create them with "
+                "flink_bridge.subscriptions.create_subscription_topics",
+                agent_type,
+                exc,
+            )
+        read = {topic for topic, _ in self._envelope_sources}
+        for topic in subscribed_topics(self._subscriptions):
+            if topic not in read:
+                self._envelope_sources.append((topic, self._source(topic, "bytes")))
+
+    def _source(self, topic: str, value_format: Literal["bytes", "string"]) -> Any:
+        settings = self._source_settings
+        assert self._bootstrap_servers is not None
+        return kafka_source(
+            settings["env"],
+            topics=topic,
+            bootstrap_servers=self._bootstrap_servers,
+            group_id=settings["group_id"],
+            bounded=settings["bounded"],
+            start_from=settings["start_from"],
+            value_format=value_format,
+            name=f"kafka:{topic}",
+        )
+
+    def _fan_out(self, broadcasts: list[Any], agent_type: str) -> Any:
+        """Each broadcast envelope once per registered key: the registry topic as the
+        broadcast side of a `BroadcastProcessFunction`."""
+        from pyflink.common import Types
+
+        main = broadcasts[0].union(*broadcasts[1:]) if len(broadcasts) > 1 else broadcasts[0]
+        descriptor = registry_state_descriptor()
+        registry = self._source(registry_topic(agent_type), "string").broadcast(descriptor)
+        function = build_fan_out_function(agent_type, descriptor)
+        return (
+            main.connect(registry)
+            .process(function, output_type=Types.PICKLED_BYTE_ARRAY())
+            .name(f"broadcast:{agent_type}")
+        )
+
+    def _register_keys(self, keys: Any, agent_type: str) -> None:
+        """Write each new key to the registry topic, exactly-once (visible at checkpoints)."""
+        from pyflink.common import Types
+
+        assert self._bootstrap_servers is not None
+        records = keys.map(
+            functools.partial(registry_record, agent_type),
+            output_type=Types.PICKLED_BYTE_ARRAY(),
+        ).name(f"keys:{agent_type}")
+        envelope_kafka_sink(
+            _wall_clock_timestamps(records),
+            bootstrap_servers=self._bootstrap_servers,
+            name=f"keys-{agent_type}",
+        )
 
     # -- sinks ------------------------------------------------------------------------------
 
