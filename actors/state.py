@@ -101,14 +101,29 @@ def load_state(state_type: type[BaseModel], data: bytes) -> BaseModel:
         raise SerializationError(f"state bytes cannot be decoded: {exc}") from exc
     if not isinstance(raw, dict):
         raise SerializationError(f"state bytes decode to {type(raw).__name__!r}, not a mapping")
-    if state_type.model_config.get("extra") != "allow":
-        raw = {k: v for k, v in raw.items() if k in state_type.model_fields}
+    fields = _declared_fields(state_type)
+    if fields is not None:
+        raw = {k: v for k, v in raw.items() if k in fields}
     try:
         return state_type.model_validate(raw)
     except ValidationError as exc:
         raise SerializationError(
             f"state bytes do not fit {state_type.__name__!r}: {exc}; give new fields defaults"
         ) from exc
+
+
+_FIELDS: dict[type[BaseModel], frozenset[str] | None] = {}
+
+
+def _declared_fields(state_type: type[BaseModel]) -> frozenset[str] | None:
+    """The field names old state is filtered to (None: the type keeps extra keys). Cached per
+    type: pydantic rebuilds `model_fields` on every access, the largest cost of a small load."""
+    fields = _FIELDS.get(state_type, ...)
+    if fields is ...:
+        allow = state_type.model_config.get("extra") == "allow"
+        fields = None if allow else frozenset(state_type.model_fields)
+        _FIELDS[state_type] = fields
+    return fields  # type: ignore[return-value]
 
 
 def _refuse(value: Any) -> Any:

@@ -75,7 +75,7 @@ async def _check_hang_times_out(server: MCPServer) -> None:
     started = time.monotonic()
     with pytest.raises(ToolError, match="timed out"):
         await server.call_tool("hang", {"seconds": 60})
-    assert time.monotonic() - started < server.timeout_s + 3
+    assert time.monotonic() - started < server.timeout_s + 10  # far below the 60 s hang
     assert await server.call_tool("get_weather", {"city": "Tokyo"}) == "Tokyo: Cloudy, 18 C"
 
 
@@ -87,7 +87,7 @@ async def test_stdio_tools_prompts_and_errors(mcp_weather_stdio: MCPServerStdio)
 @pytest.mark.integration
 async def test_stdio_hang_times_out_and_crash_restarts() -> None:
     command, args = mcp_weather_command()
-    server = MCPServerStdio(command, args, timeout_s=2.0, start_timeout_s=120.0)
+    server = MCPServerStdio(command, args, timeout_s=5.0, start_timeout_s=120.0)
     try:
         await _check_hang_times_out(server)
 
@@ -129,7 +129,7 @@ async def test_stdio_bad_command_is_a_tool_error() -> None:
 @pytest.mark.integration
 async def test_http_tools_prompts_errors_and_timeout(mcp_weather_http_url: str) -> None:
     assert mcp_weather_http_url.startswith("http://127.0.0.1:")
-    server = MCPServerHTTP(mcp_weather_http_url, headers={"X-Test": "1"}, timeout_s=2.0)
+    server = MCPServerHTTP(mcp_weather_http_url, headers={"X-Test": "1"}, timeout_s=5.0)
     try:
         await _check_listing_calls_and_prompts(server)
         await _check_hang_times_out(server)

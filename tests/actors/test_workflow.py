@@ -228,7 +228,7 @@ def test_public_names() -> None:
     }
     modules = {"context", "decorators", "engine", "executor", "react", "runner", "state"}
     modules |= {"workflow", "testing", "tools", "mcp", "models", "effects", "admission"}
-    modules |= {"memory", "context_sources"}
+    modules |= {"memory", "context_sources", "messaging", "simulation"}
     assert public - modules <= set(actors.__all__)
     assert actors.__all__ == sorted(actors.__all__)
     for name in actors.__all__:
