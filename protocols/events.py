@@ -173,7 +173,9 @@ class ChatModelResponseEvent(Event):
     builtin_name: ClassVar[str] = "flink_actors.ChatModelResponseEvent"
     model: str
     response: ChatMessage
-    usage: Usage = Field(default_factory=Usage)
+    usage: Usage = Usage()
+    """A shared frozen default: a factory would build a `Usage` on every dump (to leave the
+    default out, pydantic compares with a fresh default) and on every decode without it."""
     request_id: str = ""
 
 
