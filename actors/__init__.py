@@ -17,11 +17,14 @@ from actors.context import RunnerContext
 from actors.decorators import context_source, mcp_server, model, step, tool
 from actors.engine import AgentEngine, TurnOutcome
 from actors.executor import WorkflowExecutor
+from actors.messaging import Subscription
 from actors.react import AgentWorkflow
 from actors.runner import LocalRunner
 from actors.state import State
 from actors.workflow import Workflow
 from protocols.events import (
+    AskReply,
+    AskTimeout,
     ChatMessage,
     ChatModelEvent,
     ChatModelResponseEvent,
@@ -45,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AgentEngine",
     "AgentWorkflow",
+    "AskReply",
+    "AskTimeout",
     "ChatMessage",
     "ChatModel",
     "ChatModelEvent",
@@ -61,6 +66,7 @@ __all__ = [
     "OutputEvent",
     "RunnerContext",
     "State",
+    "Subscription",
     "Tool",
     "ToolCall",
     "ToolCallEvent",
