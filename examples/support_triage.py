@@ -725,17 +725,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_demo(config: Any, *, console: Any, timeout_s: float = 900.0) -> int:
     """`flink-actors demo --app triage`: sample tickets on fresh topics, the job as a
-    subprocess (its progress lines and table shown), returns the number of answers."""
+    subprocess (its progress lines shown as they come), then the committed answers; returns
+    the number of answers."""
     run = uuid.uuid4().hex[:6]
+    answers = f"demo.triage.answers.{run}"
     cmd = [
         sys.executable,
         str(EXAMPLE),
         "--bootstrap",
         config.kafka_bootstrap,
+        "--quiet",
         "--tickets",
         f"demo.triage.tickets.{run}",
         "--answers",
-        f"demo.triage.answers.{run}",
+        answers,
         "--review",
         f"demo.triage.human-review.{run}",
         "--produce",
@@ -747,14 +750,27 @@ def run_demo(config: Any, *, console: Any, timeout_s: float = 900.0) -> int:
         "--timeout",
         str(timeout_s),
     ]
-    console.print(f"[bold]running[/] {' '.join(cmd[1:3])} ... (tickets {run}-T01..)")
-    proc = subprocess.run(cmd, env=dict(os.environ), text=True, capture_output=True)
-    console.print(proc.stdout[-12000:])
-    found = re.search(r"TRIAGE_DONE answers=(\d+)", proc.stdout)
-    if proc.returncode != 0:
-        console.print(proc.stderr[-4000:])
-        console.print(f"[red]the triage job exited with code {proc.returncode}[/]")
-    return int(found.group(1)) if found else 0
+    console.print(f"[bold]running[/] the support-triage job (tickets {run}-T01 ...)")
+    job = subprocess.Popen(
+        cmd, env=dict(os.environ), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    tail: list[str] = []
+    assert job.stdout is not None
+    for line in job.stdout:  # progress lines; the JVM's own output only if the job fails
+        tail = [*tail, line][-60:]
+        if re.match(r"\s*[\d.]+s |produced |TRIAGE_DONE", line):
+            console.print(line.rstrip(), highlight=False, markup=False)
+    job.wait()
+    done = [
+        a
+        for a in answers_of(read_payloads(config.kafka_bootstrap, answers))
+        if a.ticket_id.startswith(f"{run}-")
+    ]
+    if job.returncode != 0 and len(done) < len(SAMPLE_TICKETS):
+        console.print("".join(tail), highlight=False, markup=False)
+        console.print(f"[red]the triage job exited with code {job.returncode}[/]")
+    print_answers(sorted(done, key=lambda a: a.ticket_id), console=console)
+    return len(done)
 
 
 if __name__ == "__main__":
