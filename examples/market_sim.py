@@ -1,6 +1,12 @@
-"""A market simulation: traders, news desks and one exchange, exchanging messages in-process.
+"""A market simulation: traders, news desks and one exchange, exchanging messages.
 
-    python examples/market_sim.py --agents 1000 --sim-seconds 5
+    python examples/market_sim.py --agents 1000 --sim-seconds 5          # in-process
+    python examples/market_sim.py --runtime flink --agents 1000 --rounds 5 \\
+        --bootstrap 127.0.0.1:9092                                        # one Flink job
+
+The same three workflows run in both: in-process on the deterministic simulation harness
+(simulated time, ``actors.simulation``), or as one Flink job over Kafka (the embedded stack;
+``examples/market_sim_flink.py`` and docs/examples.md say how).
 
 - The **exchange** (``Exchange/ACME``) publishes a `Price` to the topic ``prices`` every tick
   (a ``ctx.schedule`` timer in simulated time), fills the orders traders send it with
@@ -31,6 +37,13 @@ from pydantic import BaseModel
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+if __name__ == "__main__":
+    # Run the importable module instead of this file's __main__ copy: the message classes and
+    # workflows get one home (``examples.market_sim``) that a Flink worker can import too.
+    from examples.market_sim import main as _main
+
+    sys.exit(_main())
+
 from actors import Event, InputEvent, RunnerContext, Workflow, model, step  # noqa: E402
 from actors.messaging import Subscription  # noqa: E402
 from actors.simulation import (  # noqa: E402
@@ -42,7 +55,7 @@ from actors.simulation import (  # noqa: E402
 )
 from actors.testing import FunctionModel  # noqa: E402
 from protocols import message  # noqa: E402
-from protocols.events import AskReply, AskTimeout, ChatMessage  # noqa: E402
+from protocols.events import AskReply, AskTimeout, ChatMessage, OutputEvent  # noqa: E402
 
 SYMBOL = "ACME"
 EXCHANGE = f"Exchange/{SYMBOL}"
@@ -83,6 +96,38 @@ class Tick(Event):
     """The exchange's own timer."""
 
 
+@message("market.Join")
+class Join(Event):
+    """An agent's initial state, sent as its first message where no harness sets it (Flink).
+
+    Its turn is the agent's first completed turn, which registers a subscriber's key for the
+    broadcast topic ``prices``.
+    """
+
+    state: dict[str, Any]
+
+
+@message("market.Report")
+class Report(Event):
+    """Asks an agent for its figures: answered with one output (Flink; the simulation reads
+    the state directly). ``round`` tells a driver's successive asks apart."""
+
+    round: int
+
+
+def join(state: BaseModel, event: Join) -> None:
+    """Set the fields a `Join` names (unknown names are a mistake: raise)."""
+    for name, value in event.state.items():
+        if name not in type(state).model_fields:
+            raise ValueError(f"{type(state).__name__} has no field {name!r}")
+        setattr(state, name, value)
+
+
+def report(kind: str, state: BaseModel, ctx: RunnerContext, event: Report) -> None:
+    body = {"kind": kind, "key": ctx.address.key, "round": event.round}
+    ctx.send_event(OutputEvent({**body, **state.model_dump(mode="json")}))
+
+
 def draw(state: Any) -> float:
     """A deterministic uniform [0, 1) from the agent's seed and draw counter (splitmix64)."""
     state.draws += 1
@@ -104,6 +149,8 @@ class ExchangeState(BaseModel):
     net_flow: int = 0
     volume: int = 0
     fills: int = 0
+    rounds: int = -1  # the last tick; -1: tick for ever (the simulation stops the clock)
+    ledger: bool = False  # one output per fill (Flink: the driver checks traders against it)
 
 
 class Exchange(Workflow):
@@ -112,6 +159,8 @@ class Exchange(Workflow):
     @step
     def open(event: InputEvent, state: ExchangeState, ctx: RunnerContext) -> None:
         state.tick_s = float(event.input["tick_s"])
+        state.rounds = int(event.input.get("rounds", -1))
+        state.ledger = bool(event.input.get("ledger", False))
         ctx.publish("prices", Price(symbol=SYMBOL, price=state.price, tick=state.tick))
         ctx.schedule(state.tick_s, Tick())
 
@@ -122,7 +171,8 @@ class Exchange(Workflow):
         state.price = round(max(1.0, state.price + impact), 4)
         state.net_flow = 0
         ctx.publish("prices", Price(symbol=SYMBOL, price=state.price, tick=state.tick))
-        ctx.schedule(state.tick_s, Tick())
+        if state.rounds < 0 or state.tick < state.rounds:
+            ctx.schedule(state.tick_s, Tick())
 
     @step
     def on_order(event: Order, state: ExchangeState, ctx: RunnerContext) -> None:
@@ -131,7 +181,18 @@ class Exchange(Workflow):
         state.volume += event.qty
         state.fills += 1
         fill_price = round(state.price + event.side * spread, 4)
-        ctx.reply(Fill(trader=event.trader, side=event.side, qty=event.qty, price=fill_price))
+        fill = Fill(trader=event.trader, side=event.side, qty=event.qty, price=fill_price)
+        ctx.reply(fill)
+        if state.ledger:
+            ctx.send_event(OutputEvent({"kind": "fill", "n": state.fills, **fill.model_dump()}))
+
+    @step
+    def on_join(event: Join, state: ExchangeState, ctx: RunnerContext) -> None:
+        join(state, event)
+
+    @step
+    def on_report(event: Report, state: ExchangeState, ctx: RunnerContext) -> None:
+        report("exchange", state, ctx, event)
 
 
 # -- traders -----------------------------------------------------------------------------------
@@ -149,6 +210,9 @@ class TraderState(BaseModel):
     orders: int = 0
     fills: int = 0
     timeouts: int = 0
+    ask_timeout_s: float = 0.5
+    prices: int = 0  # prices received
+    tips: int = 0  # tips received
 
 
 class Trader(Workflow):
@@ -159,6 +223,7 @@ class Trader(Workflow):
     def on_price(event: Price, state: TraderState, ctx: RunnerContext) -> None:
         momentum = 0 if not state.last_price else (1 if event.price > state.last_price else -1)
         state.last_price = event.price
+        state.prices += 1
         if state.pending is not None or draw(state) >= state.appetite:
             return
         signal = momentum + 2 * state.view + (1 if draw(state) < 0.5 else -1)
@@ -167,7 +232,7 @@ class Trader(Workflow):
             side = 1 if state.cash > event.price else -1
         qty = 1 + int(draw(state) * 5)
         order = Order(trader=ctx.address.key, side=side, qty=qty)
-        state.pending = ctx.ask(EXCHANGE, order, timeout_s=0.5)
+        state.pending = ctx.ask(EXCHANGE, order, timeout_s=state.ask_timeout_s)
         state.orders += 1
 
     @step
@@ -189,6 +254,15 @@ class Trader(Workflow):
     @step
     def on_tip(event: Tip, state: TraderState, ctx: RunnerContext) -> None:
         state.view = event.view
+        state.tips += 1
+
+    @step
+    def on_join(event: Join, state: TraderState, ctx: RunnerContext) -> None:
+        join(state, event)
+
+    @step
+    def on_report(event: Report, state: TraderState, ctx: RunnerContext) -> None:
+        report("trader", state, ctx, event)
 
 
 # -- news desks (a model in the loop) ----------------------------------------------------------
@@ -207,6 +281,7 @@ class DeskState(BaseModel):
     last_price: float = 0.0
     traders: int = 1
     tips: int = 0
+    prices: int = 0  # prices received
 
 
 class NewsDesk(Workflow):
@@ -222,6 +297,7 @@ class NewsDesk(Workflow):
     def on_price(event: Price, state: DeskState, ctx: RunnerContext) -> None:
         before = state.last_price or event.price
         state.last_price = event.price
+        state.prices += 1
         if event.tick % 5:
             return  # an opinion every fifth tick
         prompt = f"{event.symbol}: now {event.price}, before {before}"
@@ -231,6 +307,14 @@ class NewsDesk(Workflow):
             trader = f"t{int(draw(state) * state.traders):06d}"
             ctx.publish("tips", Tip(trader=trader, view=view))
             state.tips += 1
+
+    @step
+    def on_join(event: Join, state: DeskState, ctx: RunnerContext) -> None:
+        join(state, event)
+
+    @step
+    def on_report(event: Report, state: DeskState, ctx: RunnerContext) -> None:
+        report("desk", state, ctx, event)
 
 
 # -- the population ----------------------------------------------------------------------------
@@ -305,12 +389,29 @@ def run_market(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument(
+        "--runtime",
+        choices=("in-process", "flink"),
+        default="in-process",
+        help="in-process: the simulation harness (simulated time); flink: one Flink job over "
+        "Kafka on the embedded stack (wall-clock time)",
+    )
     parser.add_argument("--sim-seconds", type=float, default=5.0)
-    parser.add_argument("--tick-s", type=float, default=0.1)
+    parser.add_argument(
+        "--tick-s", type=float, help="seconds between prices (default 0.1 simulated, 1.0 flink)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cassette", type=Path, help="record/replay the desks' model answers")
     parser.add_argument("--arrow", type=Path, help="write the per-agent table as Parquet")
+    flink = parser.add_argument_group("--runtime flink")
+    flink.add_argument("--rounds", type=int, default=5, help="price ticks after the opening one")
+    flink.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local stack's)")
+    flink.add_argument("--output-topic", default="market.outputs")
+    flink.add_argument("--timeout-s", type=float, default=480.0, help="bound on the whole run")
     args = parser.parse_args(argv)
+    if args.runtime == "flink":
+        return _main_flink(args)
+    args.tick_s = 0.1 if args.tick_s is None else args.tick_s
     cassette = ModelCassette(args.cassette, mode="auto") if args.cassette else None
     result = run_market(
         args.agents, args.sim_seconds, seed=args.seed, tick_s=args.tick_s, cassette=cassette
@@ -338,6 +439,29 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def _main_flink(args: argparse.Namespace) -> int:
+    """``--runtime flink``: the same workflows as one Flink job (examples/market_sim_flink.py)."""
+    from examples.market_sim_flink import FlinkMarketConfig, print_summary, run_flink
+
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        from flink_bridge.stack.config import load_config
+
+        bootstrap = load_config().kafka_bootstrap
+    config = FlinkMarketConfig(
+        agents=args.agents,
+        rounds=args.rounds,
+        tick_s=1.0 if args.tick_s is None else args.tick_s,
+        seed=args.seed,
+        bootstrap_servers=bootstrap,
+        output_topic=args.output_topic,
+        timeout_s=args.timeout_s,
+    )
+    run = run_flink(config)
+    print_summary(run)
+    return 0 if run.quiet else 1
 
 
 if __name__ == "__main__":
