@@ -99,7 +99,8 @@ class AgentAddress(BaseModel):
         return value
 
     def __str__(self) -> str:
-        return f"{self.agent_type}/{self.key}"
+        d = self.__dict__  # one attribute hook instead of two (pydantic's __getattr__)
+        return f"{d['agent_type']}/{d['key']}"
 
     def __repr__(self) -> str:
         return f"AgentAddress({self.agent_type!r}, {self.key!r})"

@@ -98,26 +98,28 @@ def encode_envelope(env: Envelope) -> bytes:
         payload = private["_raw"]  # type: ignore[index]
     else:
         payload = dump_payload(env.payload)  # raises: an envelope built without a payload
-    sender = env.sender
-    corr = env.correlation_id
-    caus = env.causation_id
-    deadline = env.deadline
+    # Fields read from __dict__: attribute access on a pydantic model goes through its
+    # `__getattr__` hook, which costs more than the dictionary lookup.
+    d = env.__dict__
+    sender = d["sender"]
+    corr = d["correlation_id"]
+    caus = d["causation_id"]
     try:
         header = _packb(
             (
-                str(env.recipient),
-                env.type_name,
-                env.type_version,
-                env.message_id.int.to_bytes(16, "big"),
+                str(d["recipient"]),
+                d["type_name"],
+                d["type_version"],
+                d["message_id"].int.to_bytes(16, "big"),
                 None if sender is None else str(sender),
                 None if corr is None else corr.int.to_bytes(16, "big"),
                 None if caus is None else caus.int.to_bytes(16, "big"),
-                env.traceparent,
-                env.tracestate,
-                env.created_at,
-                deadline,
-                env.attempt,
-                env.headers,
+                d["traceparent"],
+                d["tracestate"],
+                d["created_at"],
+                d["deadline"],
+                d["attempt"],
+                d["headers"],
             )
         )
     except Exception as exc:
