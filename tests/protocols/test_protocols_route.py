@@ -101,3 +101,11 @@ def test_golden_vectors_route() -> None:
         env = decode_envelope(data, now=NOW)
         assert isinstance(env, Envelope)
         assert peek_route(data) == (str(env.recipient), env.type_name, env.type_version)
+
+
+def test_array16_header_is_read_too() -> None:
+    """Writers use a fixarray; a reader also accepts the same 13 elements as an array 16."""
+    fixarray = _header("a/k", "t", 3)
+    assert fixarray[0] == 0x9D
+    data = _frame(b"\xdc\x00\x0d" + fixarray[1:])
+    assert peek_route(data) == RouteInfo("a/k", "t", 3)
