@@ -77,15 +77,15 @@ class BridgeState(StrEnum):
 class _Link:
     """The bridge's channel to one actor (``transport="channel"``), on the bridge loop only.
 
-    `calls` are the calls sent on the current connection (seq -> request, resubmits); while
-    the connection is down (`client` None) batches wait in `waiting` until it is re-opened.
+    The calls sent on a connection are in its ``client.pending`` (seq -> request, resubmits);
+    while the connection is down (`client` None) batches wait in `waiting` until it is
+    re-opened.
     """
 
     def __init__(self, address: str, secret: bytes) -> None:
         self.address = address
         self.secret = secret
         self.client: ChannelClient | None = None
-        self.calls: dict[int, tuple[EffectRequest, int]] = {}
         self.waiting: list[tuple[list[EffectRequest], int]] = []
         self.reconnecting = False
 
@@ -331,14 +331,16 @@ class RayBridge:
             loop.run_forever()
         finally:
             batcher.cancel()
+            readers = []
             for link in self._links.values():
                 if link.client is not None:
                     link.client.close()
+                    readers.append(link.client.task)
             for task in list(self._tasks):
                 task.cancel()
             with contextlib.suppress(Exception):
                 loop.run_until_complete(
-                    asyncio.gather(batcher, *self._tasks, return_exceptions=True)
+                    asyncio.gather(batcher, *self._tasks, *readers, return_exceptions=True)
                 )
             loop.close()
 
@@ -358,8 +360,8 @@ class RayBridge:
         return await ChannelClient.connect(
             link.address,
             link.secret,
-            lambda items: self._on_channel_results(pool, index, link, items),
-            lambda exc: self._on_channel_closed(pool, index, link, exc),
+            lambda client, items: self._on_channel_results(pool, index, client, items),
+            lambda client, exc: self._on_channel_closed(pool, index, link, client, exc),
         )
 
     async def _batcher(self) -> None:
@@ -500,29 +502,37 @@ class RayBridge:
             self._start_reconnect(pool, index, link)
             return
         items: list[tuple[int, EffectRequest]] = []
+        calls = link.client.pending
         seq = self._seq
         for request in batch:
             seq += 1
-            link.calls[seq] = (request, resubmits)
+            calls[seq] = (request, resubmits)
             items.append((seq, request))
         self._seq = seq
         link.client.send(items)
 
     def _on_channel_results(
-        self, pool: WorkerPool, index: int, link: _Link, items: list[tuple[int, EffectResult]]
+        self,
+        pool: WorkerPool,
+        index: int,
+        client: ChannelClient,
+        items: list[tuple[int, EffectResult]],
     ) -> None:
-        calls = link.calls
+        calls = client.pending
         results = [result for seq, result in items if calls.pop(seq, None) is not None]
         pool.outstanding[index] -= len(results)
         self._complete(results)
 
-    def _on_channel_closed(self, pool: WorkerPool, index: int, link: _Link, exc: Exception) -> None:
+    def _on_channel_closed(
+        self, pool: WorkerPool, index: int, link: _Link, client: ChannelClient, exc: Exception
+    ) -> None:
         """The actor's end went away: its calls are lost (resubmitted or failed), and the
         channel is re-opened to the restarted actor."""
         assert self._loop is not None
-        pool.suspect[index] = True
-        link.client = None
-        lost, link.calls = link.calls, {}
+        if link.client is client:
+            link.client = None
+            pool.suspect[index] = True
+        lost, client.pending = client.pending, {}
         pool.outstanding[index] -= len(lost)
         by_resubmits: dict[int, list[EffectRequest]] = {}
         for request, resubmits in lost.values():
@@ -533,7 +543,8 @@ class RayBridge:
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._start_reconnect(pool, index, link)
+        if link.client is None:
+            self._start_reconnect(pool, index, link)
 
     def _start_reconnect(self, pool: WorkerPool, index: int, link: _Link) -> None:
         assert self._loop is not None

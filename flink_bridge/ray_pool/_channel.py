@@ -184,22 +184,24 @@ class ChannelServer:
 class ChannelClient:
     """The bridge's end of one channel. Runs on the bridge's event loop only.
 
-    `on_results` gets every results frame; `on_closed` is called once when the worker's end
-    goes away (not when `close` is called).
+    `on_results(client, items)` gets every results frame; `on_closed(client, exc)` is called
+    once when the worker's end goes away (not when `close` is called). `pending` is the
+    owner's record of the calls sent on this connection (what is lost if it closes).
     """
 
     def __init__(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        on_results: Callable[[list[tuple[int, EffectResult]]], None],
-        on_closed: Callable[[Exception], None],
+        on_results: Callable[[ChannelClient, list[tuple[int, EffectResult]]], None],
+        on_closed: Callable[[ChannelClient, Exception], None],
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._on_results = on_results
         self._on_closed = on_closed
         self._closed = False
+        self.pending: dict[int, Any] = {}
         self.task = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -207,8 +209,8 @@ class ChannelClient:
         cls,
         address: str,
         secret: bytes,
-        on_results: Callable[[list[tuple[int, EffectResult]]], None],
-        on_closed: Callable[[Exception], None],
+        on_results: Callable[[ChannelClient, list[tuple[int, EffectResult]]], None],
+        on_closed: Callable[[ChannelClient, Exception], None],
         *,
         timeout_s: float = 5.0,
     ) -> ChannelClient:
@@ -229,7 +231,7 @@ class ChannelClient:
         reason: Exception
         try:
             while True:
-                self._on_results(await _read_frame(self._reader))
+                self._on_results(self, await _read_frame(self._reader))
         except asyncio.CancelledError:
             raise
         except asyncio.IncompleteReadError:
@@ -239,7 +241,7 @@ class ChannelClient:
         if not self._closed:
             self._closed = True
             self._writer.close()
-            self._on_closed(reason)
+            self._on_closed(self, reason)
 
     def close(self) -> None:
         self._closed = True

@@ -376,7 +376,12 @@ def test_channel_refuses_a_wrong_secret(make_bridge: Callable[..., RayBridge]) -
     async def intrude() -> list[object]:
         closed: list[object] = []
         got: list[object] = []
-        client = await ChannelClient.connect(address, b"x" * 32, got.extend, closed.append)
+        client = await ChannelClient.connect(
+            address,
+            b"x" * 32,
+            lambda _client, items: got.extend(items),
+            lambda _client, exc: closed.append(exc),
+        )
         client.send([(1, model_req("intruder"))])
         await asyncio.wait_for(client.task, 10)
         assert got == []
