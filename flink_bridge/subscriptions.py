@@ -132,8 +132,12 @@ class KeyRegistry:
         return self._keys is not None
 
     def load(self, state: Any) -> None:
-        """Fill the mirror from broadcast state (``keys()`` of a map state, or any iterable)."""
-        keys = state.keys() if hasattr(state, "keys") else state
+        """Fill the mirror from broadcast state (its ``items()``), or from an iterable of keys.
+
+        Not ``keys()``: PyFlink's thread-mode broadcast state implements it with a Java method
+        the state does not have (AttributeError from pemja); ``items()`` uses ``entries()``.
+        """
+        keys = [k for k, _ in state.items()] if hasattr(state, "items") else state
         self._keys = [str(k) for k in keys]
         self._known = set(self._keys)
 

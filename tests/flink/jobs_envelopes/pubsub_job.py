@@ -15,9 +15,12 @@ Run: python -c "from tests.flink.jobs_envelopes.pubsub_job import main; main()" 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -111,9 +114,17 @@ def expected_outputs(subscribers: int, rounds: int, publishers: int) -> int:
     return subscribers + publishers * rounds * (subscribers + 1)
 
 
-def _wait(condition: object, timeout_s: float, what: str) -> None:
+def _check_running(client: Any) -> None:
+    """Stop waiting, with the job's failure, once the job has ended."""
+    if client.get_job_status().result().is_globally_terminal_state():
+        client.get_job_execution_result().result()  # raises the job's failure
+        raise RuntimeError("the job ended early")
+
+
+def _wait(client: Any, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
+    while not condition():
+        _check_running(client)
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.5)
@@ -145,7 +156,7 @@ def main() -> None:
             keys = {r.key for r in kafka.consume(registry, subscribers + 5, timeout=2)}
             return len(keys) >= subscribers
 
-        _wait(registered, 300, f"{subscribers} keys in {registry!r}")
+        _wait(client, registered, 300, f"{subscribers} keys in {registry!r}")
         marks["registered_s"] = time.monotonic() - started
         time.sleep(4.0)  # the fan-out's registry source reads them (it polls continuously)
         gos = [
@@ -158,13 +169,15 @@ def main() -> None:
         kafka.produce(go_topic, [(str(e.recipient), encode_envelope(e)) for e in gos])
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
+            _check_running(client)
             seen = len(kafka.consume(out, expected + 5, timeout=3, read_committed=True))
             if seen >= expected:
                 time.sleep(3.0)  # a few more checkpoints: duplicates would show up now
                 break
         marks["outputs_s"] = time.monotonic() - started
     finally:
-        client.cancel().result()
+        with contextlib.suppress(Exception):  # already ended when it failed
+            client.cancel().result()
     print("PUBSUB " + json.dumps({"outputs": seen, "expected": expected, **marks}), flush=True)
     sys.exit(0 if seen >= expected else 1)
 
