@@ -558,8 +558,6 @@ class RayBridge:
     async def _reconnect(self, pool: WorkerPool, index: int, link: _Link) -> None:
         """Ask the (restarted) actor for its channel until it answers or the pool's
         `restart_timeout_s` passes; then send the batches that waited, or fail them."""
-        from ray.exceptions import RayActorError
-
         loop = asyncio.get_running_loop()
         deadline = loop.time() + pool.config.restart_timeout_s
         delay = 0.05
@@ -569,7 +567,7 @@ class RayBridge:
                     link.address, link.secret = await pool.actors[index].open_channel.remote()
                     link.client = await self._open_client(pool, index, link)
                     break
-                except (RayActorError, OSError) as exc:
+                except Exception as exc:  # actor errors, socket errors: retry until deadline
                     if loop.time() + delay > deadline:
                         logger.error(
                             "%s worker %d did not come back: %s", pool.kind.value, index, exc

@@ -288,6 +288,25 @@ def test_worker_killed_with_calls_in_flight(
     assert after.ok and after.value["pid"] != old_pid
 
 
+@pytest.mark.parametrize("transport", ["channel", "ray"])
+def test_worker_gone_for_good_fails_its_calls(
+    make_bridge: Callable[..., RayBridge], transport: str
+) -> None:
+    """No restart: the calls come back as DeliveryError after `restart_timeout_s`, not never."""
+    bridge = make_bridge(
+        functools.partial(SleepExecutor, 1500),
+        pools={EffectKind.MODEL: PoolConfig(size=1, transport=transport, restart_timeout_s=1.0)},
+    )
+    n = 6
+    bridge.submit_many(model_req(f"g{i}") for i in range(n))
+    time.sleep(0.5)
+    ray.kill(bridge.pools[EffectKind.MODEL].actors[0], no_restart=True)
+    results = drain(bridge, n, timeout_s=60)
+    for r in results.values():
+        assert r.error is not None and r.error.error_type == "DeliveryError"
+        assert "did not come back" in r.error.message
+
+
 def test_backpressure_bounds_in_flight(make_bridge: Callable[..., RayBridge]) -> None:
     bound = 5
     bridge = make_bridge(
