@@ -212,14 +212,22 @@ def demo(
     keep_stack: Annotated[
         bool, typer.Option("--keep-stack", help="Leave the stack running afterwards.")
     ] = False,
+    app_name: Annotated[
+        str,
+        typer.Option(
+            "--app",
+            help="fraud (transactions -> fraud analyst -> alerts), triage (router + MCP "
+            "specialists over Kafka) or support (per-customer ReAct desk).",
+        ),
+    ] = "fraud",
 ) -> None:
-    """Run the support-desk demo: tickets -> per-customer ReAct agents -> answers, on Kafka.
+    """Run a sample application on the embedded stack and print its committed results.
 
     Uses the local model unless FLINK_ACTORS_MODEL_URL names an OpenAI-compatible endpoint.
     """
     import os
 
-    from flink_bridge.demo import run_demo
+    from flink_bridge.demo import run_app_demo
 
     _install_log_handler()
     began = time.monotonic()
@@ -232,7 +240,7 @@ def demo(
         want_model = not os.environ.get("FLINK_ACTORS_MODEL_URL")
         statuses = stack_mod.up(config, model=want_model)
         _print_statuses(statuses, title=f"stack up in {time.monotonic() - began:.1f}s")
-        answered = run_demo(config, console=_out)
+        answered = run_app_demo(app_name, config, console=_out)
     except FlinkActorsError as exc:
         raise _fail(exc) from None
     finally:

@@ -1,8 +1,10 @@
-"""`flink-actors demo`: the support-desk application on the embedded stack, end to end.
+"""`flink-actors demo`: a sample application on the embedded stack, end to end.
 
-Starts what is missing (Kafka, Ray, the local model), writes sample tickets to a fresh topic,
-runs examples/support_desk.py as a Flink job, and prints each answer as the exactly-once sink
-commits it (read_committed), then stops.
+The CLI starts what is missing (Kafka, Ray, the local model); the app writes its sample input to
+fresh topics, runs as a Flink job, and prints each result as the exactly-once sink commits it
+(read_committed), then stops. `run_app_demo` picks the app: ``fraud`` (the default:
+examples/fraud_detection.py), ``triage`` (examples/support_triage.py, several agent types
+over Kafka with MCP tools), or ``support`` (examples/support_desk.py, below).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rich.table import Table
 from flink_bridge.stack.config import StackConfig
 from flink_bridge.stack.kafka_client import KafkaClient
 
-__all__ = ["SAMPLE_TICKETS", "run_demo"]
+__all__ = ["APPS", "SAMPLE_TICKETS", "run_app_demo", "run_demo"]
 
 SAMPLE_TICKETS = [
     ("alice", "Where is my order 1001?"),
@@ -33,7 +35,30 @@ SAMPLE_TICKETS = [
     ("bob", "Any news on order 1002?"),
 ]
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "support_desk.py"
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE = EXAMPLES_DIR / "support_desk.py"
+APPS = {"fraud": "fraud_detection.py", "triage": "support_triage.py", "support": "support_desk.py"}
+
+
+def run_app_demo(
+    app: str, config: StackConfig, *, console: Console, timeout_s: float = 900.0
+) -> int:
+    """Run one sample app's demo against a running stack; returns how many results it printed."""
+    if app not in APPS:
+        from protocols.errors import UserError
+
+        raise UserError(f"unknown demo app {app!r}; choose one of {sorted(APPS)!r}")
+    if app == "support":
+        return run_demo(config, console=console, timeout_s=timeout_s)
+    import importlib.util
+
+    path = EXAMPLES_DIR / APPS[app]
+    spec = importlib.util.spec_from_file_location(f"flink_actors_example_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves annotations through sys.modules
+    spec.loader.exec_module(module)
+    return int(module.run_demo(config, console=console, timeout_s=timeout_s))
 
 
 def run_demo(config: StackConfig, *, console: Console, timeout_s: float = 900.0) -> int:
