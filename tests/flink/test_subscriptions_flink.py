@@ -62,7 +62,7 @@ def test_keyed_and_broadcast_subscriptions_exactly_once(kafka) -> None:
     print(summary[-1] if summary else proc.stdout[-500:])
     assert json.loads(summary[-1][len("PUBSUB ") :])["outputs"] == expected
 
-    records = kafka.consume(out, expected + 20, timeout=30, read_committed=True)
+    records = kafka.consume(out, expected + 5, timeout=8, read_committed=True)
     outputs = [decode_envelope(r.value).payload.output for r in records]  # type: ignore[union-attr]
     assert len(outputs) == expected, outputs
     subs = [f"s{i}" for i in range(SUBSCRIBERS)]
@@ -90,13 +90,13 @@ def test_keyed_and_broadcast_subscriptions_exactly_once(kafka) -> None:
     )
 
     # The registry holds each live Subscriber once, keyed by address (exactly-once sink).
-    registry = kafka.consume(registry_topic("Subscriber"), 50, timeout=10)
+    registry = kafka.consume(registry_topic("Subscriber"), SUBSCRIBERS + 5, timeout=5)
     assert sorted((r.key, r.value) for r in registry) == sorted(
         (f"Subscriber/{s}".encode(), s.encode()) for s in subs
     )
     # The published topics hold each publish once, keyed by the publisher, marked publish.
-    news_records = kafka.consume(NEWS, 50, timeout=10)
-    fill_records = kafka.consume(FILLS, 50, timeout=10)
+    news_records = kafka.consume(NEWS, PUBLISHERS * ROUNDS + 5, timeout=5)
+    fill_records = kafka.consume(FILLS, PUBLISHERS * (ROUNDS + 1) + 5, timeout=5)
     assert len(news_records) == PUBLISHERS * ROUNDS
     assert len(fill_records) == PUBLISHERS * (ROUNDS + 1)
     for record in news_records + fill_records:
