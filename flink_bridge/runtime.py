@@ -204,6 +204,9 @@ class AgentRuntime:
 
         Offsets are part of Flink's checkpoints; `bounded=True` stops at the offsets that are
         the latest at start (a replay of what is there).
+
+        With ``format="envelope"``, `apply` also reads the topic of each `Subscription` the
+        workflow declares, with these settings (`flink_bridge.subscriptions`).
         """
         from pyflink.common import Types
 
