@@ -284,6 +284,9 @@ def run_flink(config: FlinkMarketConfig, *, log: Any = print) -> MarketRun:
     def left() -> float:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the market run took longer than {config.timeout_s} s")
+        status = str(client.get_job_status().result())
+        if status in ("FAILED", "CANCELED", "FINISHED"):
+            raise RuntimeError(f"the market job is {status}; see the Flink log above")
         return deadline - time.monotonic()
 
     prepare_topics(config)
@@ -321,7 +324,11 @@ def run_flink(config: FlinkMarketConfig, *, log: Any = print) -> MarketRun:
             ]
             _produce(config, asks)
             reports: dict[str, dict[str, Any]] = {}
+            shown = time.monotonic()
             while len(reports) < len(addresses) and left():
+                if time.monotonic() - shown > 15:
+                    shown = time.monotonic()
+                    log(f"report round {n}: {len(reports)}/{len(addresses)} reports so far")
                 for record in outputs.poll(0.5):
                     envelope = decode_envelope(record.value())
                     body = envelope.payload.output  # type: ignore[union-attr]
@@ -331,6 +338,11 @@ def run_flink(config: FlinkMarketConfig, *, log: Any = print) -> MarketRun:
                         reports[str(envelope.sender)] = body
             run.reports = reports
             run.quiet = is_quiet(run, config)
+            progress = run.summary()
+            log(
+                f"report round {n}: {len(reports)} reports, ticks {_tick(run)}/{config.rounds}, "
+                f"fills {len(run.ledger)}, quiet {run.quiet}: {progress['messages']}"
+            )
             if not run.quiet:
                 time.sleep(min(2.0, left()))
         mark("quiet_s")
@@ -341,9 +353,16 @@ def run_flink(config: FlinkMarketConfig, *, log: Any = print) -> MarketRun:
     return run
 
 
+def _tick(run: MarketRun) -> int | None:
+    exchange = run.of_kind("exchange")
+    return exchange[0]["tick"] if exchange else None
+
+
 def is_quiet(run: MarketRun, config: FlinkMarketConfig) -> bool:
     """Nothing more can happen: the last tick is out and every message has arrived."""
-    (exchange,) = run.of_kind("exchange")
+    exchange = next(iter(run.of_kind("exchange")), None)
+    if exchange is None or len(run.reports) < config.agents:
+        return False
     traders, desks = run.of_kind("trader"), run.of_kind("desk")
     prices = config.rounds + 1
     return (
@@ -371,4 +390,4 @@ def print_summary(run: MarketRun) -> None:
         )
         print(f"final price {price}, volume {exchange[0]['volume']}, fills {len(run.ledger)}")
         print(f"best traders {pnl[:3]}, worst {pnl[-3:]}")
-    print("MARKET_FLINK " + json.dumps({k: v for k, v in summary.items() if k != "messages"}))
+    print("MARKET_FLINK " + json.dumps(summary))
