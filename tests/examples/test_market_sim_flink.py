@@ -66,7 +66,7 @@ def test_market_on_flink_one_job(kafka) -> None:
     report_rounds = summary["report_rounds"]
     fills_total = summary["ledger_fills"]
     expected_records = fills_total + report_rounds * AGENTS
-    records = kafka.consume(OUT, expected_records + 50, timeout=60, read_committed=True)
+    records = kafka.consume(OUT, expected_records + 50, timeout=30, read_committed=True)
     assert len(records) == expected_records  # exactly once: no duplicate, nothing missing
     envelopes = [decode_envelope(r.value) for r in records]
     bodies = [(str(e.sender), e.payload.output) for e in envelopes]  # type: ignore[union-attr]
