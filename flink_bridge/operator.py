@@ -89,6 +89,7 @@ class OperatorOptions:
         bridge_start_timeout_s: float = 180.0,
         envelopes: bool = False,
         message_types: tuple[Any, ...] = (),
+        drain_timer: bool = True,
     ) -> None:
         self.agent_type = agent_type
         self.poll_interval_ms = poll_interval_ms
@@ -99,6 +100,9 @@ class OperatorOptions:
         self.bridge_start_timeout_s = bridge_start_timeout_s
         self.envelopes = envelopes
         self.message_types = tuple(message_types)
+        # The end-of-input drain timer; off for inputs that never end (an unbounded source):
+        # one timer registration less per turn.
+        self.drain_timer = drain_timer
 
 
 def _make_address(agent_type: str, key: Any) -> Any:
@@ -563,7 +567,7 @@ class AgentProcessFunction:
                 self.bridge.submit(request)
         expected = max((self.latency_ms.get(r.target, 1.0) for r in new), default=1.0)
         self._schedule_poll(key, expected, ctx)
-        if not live.drain_armed:
+        if not live.drain_armed and getattr(self.options, "drain_timer", True):
             ctx.timer_service().register_event_time_timer(DRAIN_AT)
             live.drain_armed = True
 

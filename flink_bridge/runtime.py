@@ -133,6 +133,9 @@ class AgentRuntime:
         self._max_envelope_bytes = DEFAULT_MAX_BYTES
         self._agent_type: str | None = None
         self._sends: Any = None
+        # False only for an unbounded Kafka source: its input never ends, so the operator
+        # needs no end-of-input drain timer (None: a stream of unknown boundedness).
+        self._bounded: bool | None = None
         self._dead_letters: Any = None
         self._sends_wired = False
         self._source_settings: dict[str, Any] = {}  # from_kafka's, for subscription sources
@@ -222,6 +225,7 @@ class AgentRuntime:
             names = [topics] if isinstance(topics, str) else list(topics)
             runtime = cls(None, config=config)
             runtime._format = "envelope"
+            runtime._bounded = bounded
             runtime._bootstrap_servers = bootstrap_servers
             runtime._dead_letter_topic = dead_letter_topic
             runtime._max_envelope_bytes = max_envelope_bytes
@@ -258,7 +262,9 @@ class AgentRuntime:
             start_from=start_from,
         )
         stream = raw.map(json.loads, output_type=Types.PICKLED_BYTE_ARRAY()).name("json-decode")
-        return cls(stream, key_selector=key_selector, config=config)
+        runtime = cls(stream, key_selector=key_selector, config=config)
+        runtime._bounded = bounded
+        return runtime
 
     # -- the agent --------------------------------------------------------------------------
 
@@ -293,6 +299,7 @@ class AgentRuntime:
             ray_env=(ray_env or ray_client_env()) if effects == "ray" else None,
             envelopes=self._format == "envelope",
             message_types=message_types,
+            drain_timer=self._bounded is not False,
         )
         errors_tag = OutputTag(ERRORS_TAG_NAME, Types.STRING())
         sends_tag = OutputTag(SENDS_TAG_NAME, Types.PICKLED_BYTE_ARRAY())

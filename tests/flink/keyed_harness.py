@@ -137,6 +137,7 @@ class KeyedHarness:
         max_in_flight: int = 50,
         snapshot: dict[str, Any] | None = None,
         envelopes: bool = False,
+        drain_timer: bool = True,
     ) -> None:
         self.state: dict[str, dict[Any, Any]] = defaultdict(dict)
         self.timers: set[tuple[int, Any]] = set()
@@ -157,6 +158,7 @@ class KeyedHarness:
             bridge="in-process",
             max_in_flight=max_in_flight,
             envelopes=envelopes,
+            drain_timer=drain_timer,
         )
         self.function = build_process_function(
             engine, options, errors_tag="errors", sends_tag="sends"

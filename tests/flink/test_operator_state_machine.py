@@ -217,3 +217,17 @@ def test_a_turn_without_calls_writes_only_the_agent_state() -> None:
     assert harness.outputs == [n // 2 + 1 for n in range(20)]
     assert harness.writes == Counter({"agent": 20})
     assert harness.timers == set() and harness.event_timers == set()
+
+
+def test_an_unbounded_input_sets_no_drain_timer() -> None:
+    CALLS.clear()
+    inputs = _inputs(keys=3, per_key=2)
+    harness = KeyedHarness(AgentEngine(Planner()), drain_timer=False)
+    try:
+        for key, value in inputs:
+            harness.process(key, value)
+        harness.run_until(lambda: len(harness.outputs) == len(inputs))
+    finally:
+        harness.close()
+    _check(inputs, harness.outputs)
+    assert harness.event_timers == set()
