@@ -241,6 +241,12 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=88.0, help="whole-run bound")
     parser.add_argument("--skip-flink", action="store_true")
     parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=5.0,
+        help="idle wait after Ray starts (its prestarted workers import for seconds)",
+    )
+    parser.add_argument(
         "--compare-ray",
         action="store_true",
         help="also measure transport='ray' (one Ray call per batch) at 50 ms and 0 ms",
@@ -258,6 +264,9 @@ def main() -> None:
         connect_timeout_s=5.0,
     )
     try:
+        # Ray prestarts idle worker processes that spend the first seconds importing: measured
+        # without this, whichever figure came first lost 10-20% on a loaded machine.
+        time.sleep(args.settle_s)
         r50 = run_bridge(LATENCY_MS, args.seconds, args.pool_size)
         bound = W / (LATENCY_MS / 1000.0)
         print(
