@@ -4,7 +4,6 @@ determinism, and the market example at a small size."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _market() -> Any:
-    if "market_sim" in sys.modules:  # its @message classes register once per process
-        return sys.modules["market_sim"]
-    spec = importlib.util.spec_from_file_location("market_sim", ROOT / "examples/market_sim.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["market_sim"] = module
-    spec.loader.exec_module(module)
-    return module
+    # The importable module: its @message classes register once per process, whichever test
+    # (here or tests/examples) imports it first.
+    return importlib.import_module("examples.market_sim")
 
 
 class Beat(Event):
