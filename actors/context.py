@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actors.effects import EffectKind, EffectResult
-from actors.messaging import OpenAsk, Outbound, ask_correlation_id
+from actors.messaging import OpenAsk, Outbound, OutboundKind, ask_correlation_id
 from protocols.errors import (
     AgentRunError,
     ContextError,
@@ -97,7 +97,7 @@ class RunnerContext:
         `TopicAddress`, or its string form ``"agent_type/key"`` / ``"topic:name"``); delivered
         after the turn commits. A topic address publishes (see `publish`)."""
         recipient = _parse_address(address)
-        kind = "publish" if _is_topic(recipient) else "send"
+        kind: OutboundKind = "publish" if _is_topic(recipient) else "send"
         self.sends.append(Outbound(recipient, message, kind=kind))
 
     def ask(self, address: Any, message: Any, *, timeout_s: float = 30.0) -> str:

@@ -363,7 +363,10 @@ class AgentProcessFunction:
             return
         live = self._live_turn(key)
         if live is not None:  # one turn at a time: wait in the mailbox
-            self._mail(live, entry if entry is not None else self.codec.encode(event), meta)
+            if entry is None:
+                assert event is not None
+                entry = self.codec.encode(event)
+            self._mail(live, entry, meta)
             if not live.in_flight and not self.arrived.get(key):
                 yield from self._advance(key, live, ctx)  # a restored turn: get it going
             return

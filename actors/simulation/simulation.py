@@ -485,15 +485,15 @@ class Simulation:
             asker = f"{pending.asker.name}/{pending.asker.keys[pending.asker_index]}"
             self.clock.push(self._arrival(sender, asker), (_ASK_REPLY, reply, sender))
             return
-        kind = self._types.get(getattr(recipient, "agent_type", ""))
-        if kind is None:
+        target = self._types.get(getattr(recipient, "agent_type", ""))
+        if target is None:
             self.stats["undeliverable"] += 1
             return
-        idx = kind.add(recipient.key)
+        idx = target.add(recipient.key)
         correlation_id = out.correlation_id if out.kind == "ask" else None
         event = inbound_event(out.message)
         at = self._arrival(sender, str(recipient))
-        self.clock.push(at, (_DELIVER, kind, idx, event, sender, correlation_id))
+        self.clock.push(at, (_DELIVER, target, idx, event, sender, correlation_id))
 
     async def _ask_reply(self, reply: AskReply, sender: AgentAddress) -> None:
         pending = self._asks.pop(reply.correlation_id, None)

@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from actors.effects import EffectError, EffectRequest, EffectResult
@@ -41,7 +41,7 @@ logger = logging.getLogger("flink_actors.flink_bridge.ray_pool")
 _MAX_FRAME = 1 << 30
 _HELLO_TIMEOUT_S = 10.0
 
-RunCall = Callable[[EffectRequest], Awaitable[EffectResult]]
+RunCall = Callable[[EffectRequest], Coroutine[Any, Any, EffectResult]]
 
 
 class ChannelClosed(ConnectionError):

@@ -116,7 +116,7 @@ def _enable_token_auth() -> None:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     if "ray._raylet" in sys.modules:
-        from ray._raylet import Config  # ray's cached config (private; same call as ray's own)
+        from ray._raylet import Config  # type: ignore[attr-defined]  # ray's cached config
 
         Config.initialize("")
 

@@ -99,7 +99,7 @@ class EffectWorker:
             ]
             return
         tasks = [asyncio.ensure_future(self._one(r, executor)) for r in requests]
-        position = {task: i for i, task in enumerate(tasks)}
+        position: dict[asyncio.Future[EffectResult], int] = {t: i for i, t in enumerate(tasks)}
         pending: set[asyncio.Future[EffectResult]] = set(tasks)
         try:
             while pending:
