@@ -64,6 +64,7 @@ from flink_bridge.envelopes import (
     install_message_types,
     outbound_records,
 )
+from protocols import AgentAddress, parse_address
 from protocols.events import AskTimeout, Event, InputEvent
 
 __all__ = ["DRAIN_AT", "AgentProcessFunction", "OperatorOptions"]
@@ -106,20 +107,15 @@ class OperatorOptions:
 
 
 def _make_address(agent_type: str, key: Any) -> Any:
+    """The agent's address; its plain string form for a key no address accepts (empty)."""
     try:
-        from protocols import AgentAddress  # type: ignore[attr-defined]
-
         return AgentAddress(agent_type=agent_type, key=str(key))
-    except Exception:  # pragma: no cover - only before protocols exports AgentAddress
+    except ValueError:  # pydantic's ValidationError
         return f"{agent_type}/{key}"
 
 
 def _parse_sender(sender: str | None) -> Any:
-    if sender is None:
-        return None
-    from protocols import parse_address
-
-    return parse_address(sender)
+    return None if sender is None else parse_address(sender)
 
 
 def _is_reply(meta: dict[str, Any] | None) -> bool:
@@ -517,7 +513,7 @@ class AgentProcessFunction:
             if live.persisted:
                 self.turn.clear()
             self.turns_done += 1
-            yield from self._emit(key, outcome, ctx, live.meta)
+            yield from self._emit(key, address, outcome, ctx, live.meta)
             nxt = self._pop_mail(live)
             if nxt is None:
                 del self.live[key]
@@ -575,7 +571,7 @@ class AgentProcessFunction:
             live.drain_armed = True
 
     def _emit(
-        self, key: Any, outcome: Any, ctx: Any, meta: dict[str, Any] | None = None
+        self, key: Any, address: Any, outcome: Any, ctx: Any, meta: dict[str, Any] | None
     ) -> Iterator[Any]:
         for delay_s, event in outcome.timers:
             self._schedule_event(key, ctx, delay_s, event)
@@ -586,8 +582,7 @@ class AgentProcessFunction:
         for error in outcome.errors:
             yield from self._error(key, error.error_type, error.model_dump(mode="json"))
         if outcome.sends and self.sends_tag is not None:
-            sender = _make_address(self.options.agent_type, key)
-            for record in outbound_records(outcome.sends, sender=sender, cause=meta):
+            for record in outbound_records(outcome.sends, sender=address, cause=meta):
                 if isinstance(record, str):
                     body = {"error_type": "SendFailed", "message": record}
                     yield from self._error(key, "SendFailed", body)

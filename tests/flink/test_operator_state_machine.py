@@ -84,6 +84,16 @@ def _inputs(keys: int, per_key: int) -> list[tuple[str, dict[str, Any]]]:
     return [(f"k{i % keys}", {"n": i}) for i in range(keys * per_key)]
 
 
+def _run_all(harness: KeyedHarness, inputs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Feed every input, fire timers until each has its output, close the harness."""
+    try:
+        for key, value in inputs:
+            harness.process(key, value)
+        harness.run_until(lambda: len(harness.outputs) == len(inputs))
+    finally:
+        harness.close()
+
+
 def _check(inputs: list[tuple[str, dict[str, Any]]], outputs: list[dict[str, Any]]) -> None:
     """One output per input, per-key order kept, counters exact, both results right."""
     assert sorted(o["n"] for o in outputs) == sorted(v["n"] for _, v in inputs)
@@ -103,12 +113,7 @@ def test_every_input_one_output_in_key_order_and_each_call_once() -> None:
     CALLS.clear()
     inputs = _inputs(keys=5, per_key=8)
     harness = KeyedHarness(AgentEngine(Planner()), max_in_flight=7)
-    try:
-        for key, value in inputs:
-            harness.process(key, value)
-        harness.run_until(lambda: len(harness.outputs) == len(inputs))
-    finally:
-        harness.close()
+    _run_all(harness, inputs)
     _check(inputs, harness.outputs)
     assert set(CALLS.values()) == {1} and len(CALLS) == 2 * len(inputs)
     # Nothing of a finished turn is left in state: no turn, journal, mailbox.
@@ -223,11 +228,6 @@ def test_an_unbounded_input_sets_no_drain_timer() -> None:
     CALLS.clear()
     inputs = _inputs(keys=3, per_key=2)
     harness = KeyedHarness(AgentEngine(Planner()), drain_timer=False)
-    try:
-        for key, value in inputs:
-            harness.process(key, value)
-        harness.run_until(lambda: len(harness.outputs) == len(inputs))
-    finally:
-        harness.close()
+    _run_all(harness, inputs)
     _check(inputs, harness.outputs)
     assert harness.event_timers == set()
