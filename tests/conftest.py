@@ -24,6 +24,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,6 +110,15 @@ class _SessionStack:
 
     def ray(self) -> RayHead:
         with self._lock:
+            if self._ray is not None and not self._ray_alive():
+                # Say why in the run's warnings summary, and give the next tests a live head.
+                from flink_bridge.stack import ray_head as ray_head_mod
+
+                report = ray_head_mod.exit_report(self.config)
+                message = f"the session's Ray head died ({report}); starting another"
+                warnings.warn(message, stacklevel=2)
+                ray_head_mod.stop_ray(self.config)
+                self._ray = None
             if self._ray is None:
                 from flink_bridge.stack import ray_head as ray_head_mod
 
@@ -119,6 +129,12 @@ class _SessionStack:
                     os.environ[key] = value
                 self._ray = RayHead(address=self.config.ray_address, env=env, pid=status.pid)
             return self._ray
+
+    def _ray_alive(self) -> bool:
+        from flink_bridge.stack import ray_head as ray_head_mod
+        from flink_bridge.stack.health import Health
+
+        return ray_head_mod.status_ray(self.config).health is Health.UP
 
     def both(self) -> tuple[KafkaClient, RayHead]:
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -175,13 +191,17 @@ def kafka_bootstrap(kafka: KafkaClient) -> str:
     return kafka.bootstrap_servers
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_head(_session_stack: _SessionStack) -> RayHead:
-    """A running token-authenticated Ray head on 127.0.0.1; its env is in os.environ."""
+    """A running token-authenticated Ray head on 127.0.0.1; its env is in os.environ.
+
+    Started once per session; checked before each test that asks for it (and started again,
+    with a warning that quotes Ray's exit report, if it died).
+    """
     return _session_stack.ray()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def local_stack(_session_stack: _SessionStack) -> LocalStack:
     """Kafka and Ray, started in parallel."""
     kafka_client, head = _session_stack.both()

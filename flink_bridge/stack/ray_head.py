@@ -22,8 +22,10 @@ Why these flags (all documented Ray options, Ray >= 2.52):
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +47,7 @@ from flink_bridge.stack.procs import PidFile, start_process, stop_process, stop_
 __all__ = [
     "auth_token_path",
     "connect_env",
+    "exit_report",
     "ray_dir",
     "ray_log",
     "ray_pid_file",
@@ -55,6 +58,12 @@ __all__ = [
 ]
 
 NAME = "ray"
+
+_log = logging.getLogger("flink_actors.flink_bridge.stack")
+# How long a started head must stay up before `start_ray` returns (`ray start --block` checks
+# its processes once a second), and how many starts a head that dies in that window gets.
+_SETTLE_S = 3.0
+_START_ATTEMPTS = 2
 
 # Ray puts unix sockets under its temp dir; their paths must stay below 107 bytes.
 _MAX_TEMP_DIR_LEN = 40
@@ -126,13 +135,45 @@ def _ray_executable() -> str:
 
 
 def start_ray(config: StackConfig) -> ComponentStatus:
-    """Start the Ray head unless it runs; return once its GCS port accepts connections."""
+    """Start the Ray head unless it runs; return once its GCS port accepts connections and the
+    head has stayed up for a short settling window.
+
+    `ray start --block` kills the whole head when any of its processes exits unexpectedly (the
+    dashboard agent or runtime-env agent failing to bind a port it was handed, say), which can
+    happen just after the GCS port opens. A head that dies in the window is started once more,
+    with fresh helper ports; a second death is an error that quotes Ray's own exit report.
+    """
     pid_file = ray_pid_file(config)
     if pid_file.live() is not None:
         return status_ray(config)
     check_port_free(config.ray_port, key="ray_port", component="Ray GCS")
     check_port_free(config.ray_client_port, key="ray_client_port", component="Ray client server")
     _ensure_token(config)
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        proc = _launch_head(config, pid_file)
+        if _stays_up(proc):
+            return ComponentStatus(
+                name=NAME, health=Health.UP, address=config.ray_address, pid=proc.pid
+            )
+        pid_file.remove()
+        report = exit_report(config)
+        if attempt == _START_ATTEMPTS:
+            raise StackStartError(
+                "Ray head", f"exited with code {proc.returncode} after start: {report}",
+                ray_log(config),
+            )  # fmt: skip
+        _log.warning("Ray head exited right after start (%s); starting it again", report)
+    raise AssertionError("unreachable")
+
+
+def _stays_up(proc: subprocess.Popen[bytes]) -> bool:
+    """True when `proc` is still running at the end of the settling window."""
+    exited = wait_until(lambda: proc.poll() is not None, timeout_s=_SETTLE_S, interval_s=0.25)
+    return not exited
+
+
+def _launch_head(config: StackConfig, pid_file: PidFile) -> subprocess.Popen[bytes]:
+    """One `ray start --head --block`, waited for until its GCS port and raylet are up."""
     temp_dir = ray_temp_dir(config)
     temp_dir.mkdir(parents=True, exist_ok=True)
     # Written by `ray start` once the head is up; remove the last run's copy first.
@@ -168,17 +209,27 @@ def start_ray(config: StackConfig) -> ComponentStatus:
         timeout_s=config.startup_timeout_s,
         abort=lambda: proc.poll() is not None,
     )
-    if not up:
-        exited = proc.poll() is not None
-        stop_process(record, timeout_s=config.stop_timeout_s)
-        pid_file.remove()
-        problem = (
-            f"exited with code {proc.returncode} during start"
-            if exited
-            else f"did not answer on {config.ray_address} within {config.startup_timeout_s:.0f}s"
-        )
-        raise StackStartError("Ray head", problem, ray_log(config))
-    return ComponentStatus(name=NAME, health=Health.UP, address=config.ray_address, pid=proc.pid)
+    if up or proc.poll() is not None:
+        return proc
+    stop_process(record, timeout_s=config.stop_timeout_s)
+    pid_file.remove()
+    raise StackStartError(
+        "Ray head",
+        f"did not answer on {config.ray_address} within {config.startup_timeout_s:.0f}s",
+        ray_log(config),
+    )
+
+
+def exit_report(config: StackConfig, max_lines: int = 12) -> str:
+    """What `ray start --block` said about processes that exited, from the end of its log
+    (Ray prints "Some Ray subprocesses exited unexpectedly" and each one's last log lines)."""
+    try:
+        lines = ray_log(config).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "no ray-start.log"
+    marks = [i for i, line in enumerate(lines) if "exited unexpectedly" in line]
+    tail = lines[marks[-1] :] if marks else lines[-max_lines:]
+    return " | ".join(line.strip() for line in tail[:max_lines] if line.strip()) or "log empty"
 
 
 def _raylet_ready(temp_dir: Path) -> bool:

@@ -54,3 +54,23 @@ def test_ray_head_fixture_joins_with_token(ray_head) -> None:  # type: ignore[no
 def test_local_stack_fixture(local_stack) -> None:  # type: ignore[no-untyped-def]
     assert local_stack.kafka.bootstrap_servers == local_stack.config.kafka_bootstrap
     assert local_stack.ray.address == local_stack.config.ray_address
+
+
+def test_a_dead_session_head_is_reported_and_replaced(_session_stack, ray_head) -> None:  # type: ignore[no-untyped-def]
+    """A Ray process dying takes the whole head down (`ray start --block` kills the rest); the
+    next test that asks for the head gets a new one, and the run's warnings say why."""
+    import psutil
+
+    from flink_bridge.stack.health import port_open
+
+    head = psutil.Process(ray_head.pid)
+    gcs = [p for p in head.children(recursive=True) if "gcs_server" in " ".join(p.cmdline())]
+    assert gcs, "no gcs_server under the head"
+    gcs[0].kill()
+    head.wait(timeout=60)  # `ray start --block` saw it and exited
+    assert not port_open(_session_stack.config.ray_port)
+
+    with pytest.warns(UserWarning, match="Ray head died .*exited unexpectedly"):
+        again = _session_stack.ray()
+    assert again.pid != ray_head.pid
+    assert port_open(_session_stack.config.ray_port)
