@@ -46,7 +46,7 @@ from examples.market_sim import (
     Trader,
     build_population,
 )
-from flink_bridge.subscriptions import registry_topic
+from flink_bridge.subscriptions import registry_topic, wait_until_registered
 from flink_bridge.topics import inbox_topic
 from protocols import AgentAddress, Envelope, decode_envelope, encode_envelope, message
 from protocols.errors import UserError
@@ -88,7 +88,6 @@ class FlinkMarketConfig:
     ask_timeout_s: float = 120.0
     fresh: bool = True
     timeout_s: float = 480.0
-    settle_s: float = 4.0
 
 
 @dataclass
@@ -272,6 +271,7 @@ def build_job(env: Any, config: FlinkMarketConfig) -> None:
 def run_flink(config: FlinkMarketConfig, *, log: Any = print) -> MarketRun:
     """Run the market as one Flink job; returns the final reports and the exchange's ledger."""
     from flink_bridge.environment import RuntimeConfig, create_environment
+    from flink_bridge.stack.kafka_client import KafkaClient
 
     started = time.monotonic()
     deadline = started + config.timeout_s
@@ -302,15 +302,21 @@ def run_flink(config: FlinkMarketConfig, *, log: Any = print) -> MarketRun:
     outputs = _Tail(config.bootstrap_servers, config.output_topic)
     try:
         _produce(config, joins)
-        # Broadcast prices reach registered keys only: wait for every subscriber's key.
-        for agent_type, count in expected_subscribers.items():
-            registry = _Tail(config.bootstrap_servers, registry_topic(agent_type))
-            keys: set[str] = set()
-            while len(keys) < count and left():
-                keys.update(str(r.key(), "utf-8") for r in registry.poll(1.0))
-            registry.close()
+        # Broadcast prices reach registered keys only: wait until each type's fan-out has
+        # read every subscriber's key.
+        kafka = KafkaClient(config.bootstrap_servers)
+        for agent_type in expected_subscribers:
+            keys = [
+                j.recipient.key  # type: ignore[union-attr]
+                for j in joins
+                if j.recipient.agent_type == agent_type  # type: ignore[union-attr]
+            ]
+            group = f"market-{agent_type}"
+            if not wait_until_registered(
+                kafka, agent_type, group, keys, timeout_s=left(), still_running=left
+            ):
+                raise TimeoutError(f"the {agent_type} keys were not registered in time")
         mark("registered_s")
-        time.sleep(config.settle_s)  # the fan-outs' registry sources read the last keys
         opening = Open(tick_s=config.tick_s, rounds=config.rounds)
         _produce(config, [Envelope.wrap(opening, recipient=AgentAddress.parse(EXCHANGE))])
         mark("open_s")

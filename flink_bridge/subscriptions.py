@@ -30,12 +30,16 @@ partition (keyed by the sender), one decode and fan-out subtask, one channel to 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from actors.messaging import Subscription
 from flink_bridge.envelopes import Inbound, OutRecord
 from protocols.addresses import AgentAddress
+
+if TYPE_CHECKING:
+    from flink_bridge.stack.kafka_client import KafkaClient
 
 __all__ = [
     "BROADCASTS_TAG_NAME",
@@ -50,6 +54,7 @@ __all__ = [
     "registry_record",
     "registry_topic",
     "subscribed_topics",
+    "wait_until_registered",
 ]
 
 logger = logging.getLogger("flink_actors.flink_bridge")
@@ -224,3 +229,44 @@ def build_fan_out_function(agent_type: str, descriptor: Any) -> Any:
 
     cls = type("BroadcastFanOutFunction", (BroadcastFanOutFunction, BroadcastProcessFunction), {})
     return cls(agent_type, descriptor)
+
+
+def wait_until_registered(
+    kafka: KafkaClient,
+    agent_type: str,
+    group_id: str,
+    keys: Collection[str],
+    *,
+    timeout_s: float,
+    still_running: Callable[[], object] | None = None,
+) -> bool:
+    """Wait until broadcasts to `agent_type` reach every key in `keys`; False on timeout.
+
+    That is the case once each key's registry record is committed and the fan-out of the job
+    reading with `group_id` has taken it in: its Kafka source commits its registry offsets when
+    a checkpoint completes, and by then every record before the checkpoint's barrier is in the
+    fan-out's broadcast state. So: find the records of `keys` (read_committed), then wait for
+    the group's committed offsets to pass them. `still_running` is called on each round (raise
+    from it to stop early, e.g. when the job failed).
+    """
+    topic = registry_topic(agent_type)
+    wanted = set(keys)
+    needed: dict[int, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if still_running is not None:
+            still_running()
+        if wanted:
+            for record in kafka.consume(topic, 1_000_000, timeout=2.0):  # all there is, 2 s
+                key = (record.value or b"").decode("utf-8", "replace")  # the value is the key
+                if key in wanted:
+                    wanted.discard(key)
+                    needed[record.partition] = max(
+                        needed.get(record.partition, 0), record.offset + 1
+                    )
+            continue
+        committed = kafka.committed_offsets(group_id, topic)
+        if all(committed.get(p, -1) >= offset for p, offset in needed.items()):
+            return True
+        time.sleep(0.5)
+    return False

@@ -14,7 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+)
 from confluent_kafka import TopicPartition as _TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -109,6 +116,18 @@ class KafkaClient:
         if meta is None or meta.error is not None:
             return []
         return sorted(meta.partitions)
+
+    def committed_offsets(self, group_id: str, topic: str) -> dict[int, int]:
+        """The offsets `group_id` has committed for each partition of `topic` (a Flink Kafka
+        source commits them when a checkpoint completes); partitions without one are left out."""
+        parts = self.partitions(topic)
+        if not parts:
+            return {}
+        request = ConsumerGroupTopicPartitions(group_id, [_TopicPartition(topic, p) for p in parts])
+        admin = self.admin()  # kept referenced until the answer is in (it owns the future)
+        futures = admin.list_consumer_group_offsets([request], request_timeout=10)
+        result = futures[group_id].result(timeout=15)
+        return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
     def produce(
         self,

@@ -29,7 +29,7 @@ from actors.messaging import Subscription
 from flink_bridge.environment import RuntimeConfig, create_environment
 from flink_bridge.runtime import AgentRuntime
 from flink_bridge.stack.kafka_client import KafkaClient
-from flink_bridge.subscriptions import registry_topic
+from flink_bridge.subscriptions import registry_topic, wait_until_registered
 from flink_bridge.topics import inbox_topic
 from protocols import AgentAddress, Envelope, encode_envelope, message
 from protocols.events import Event
@@ -150,15 +150,14 @@ def main() -> None:
     seen = 0
     marks: dict[str, float] = {}
     try:
-        registry = registry_topic("Subscriber")
-
-        def registered() -> bool:
-            keys = {r.key for r in kafka.consume(registry, subscribers + 5, timeout=2)}
-            return len(keys) >= subscribers
-
-        _wait(client, registered, 300, f"{subscribers} keys in {registry!r}")
+        # Broadcasts reach registered keys only: wait until the fan-out has read every one.
+        keys = [f"s{i}" for i in range(subscribers)]
+        if not wait_until_registered(
+            kafka, "Subscriber", "subscriber", keys, timeout_s=300,
+            still_running=lambda: _check_running(client),
+        ):  # fmt: skip
+            raise TimeoutError(f"{subscribers} keys not read from {registry_topic('Subscriber')!r}")
         marks["registered_s"] = time.monotonic() - started
-        time.sleep(4.0)  # the fan-out's registry source reads them (it polls continuously)
         gos = [
             Envelope.wrap(
                 Go(rounds=rounds, subscribers=subscribers),
