@@ -54,6 +54,10 @@ class StackConfig:
     """Ray client server port on the head."""
     ray_num_cpus: int = 2
     """CPUs the Ray head offers to actors."""
+    ray_object_store_mb: int = 512
+    """Ray's shared-memory object store. Calls travel over the pools' own channels, not
+    through it, so a small store is enough; Ray's default (30% of RAM) would need as much
+    room in /dev/shm, which containers often keep small."""
     flink_rest_port: int = 8081
     """Standalone Flink cluster REST/web port (only with `up --flink-cluster`)."""
     flink_rpc_port: int = 6123
@@ -75,7 +79,7 @@ class StackConfig:
                     raise ConfigError(f.name, f"{value!r} is not an integer", _fix(f.name))
                 if not 1024 <= value <= 65535:
                     raise ConfigError(f.name, f"port {value} is outside 1024..65535", _fix(f.name))
-        for name in ("kafka_heap_mb", "ray_num_cpus", "flink_task_slots"):
+        for name in ("kafka_heap_mb", "ray_num_cpus", "ray_object_store_mb", "flink_task_slots"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(name, f"{value!r} is not a positive integer", _fix(name))

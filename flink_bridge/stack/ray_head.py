@@ -196,6 +196,7 @@ def _launch_head(config: StackConfig, pid_file: PidFile) -> subprocess.Popen[byt
         f"--port={config.ray_port}",
         f"--ray-client-server-port={config.ray_client_port}",
         f"--num-cpus={config.ray_num_cpus}",
+        f"--object-store-memory={config.ray_object_store_mb * 1024 * 1024}",
         "--num-gpus=0",
         "--include-dashboard=false",
         f"--dashboard-agent-listen-port={free_port()}",
