@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -511,6 +510,7 @@ def main(argv: list[str] | None = None) -> None:
 def run_demo(config: Any, *, console: Any, timeout_s: float = 900.0) -> int:
     """`flink-actors demo --app fraud`: sample transactions on fresh topics, the job as a
     subprocess, alerts printed as they commit; returns the number of alerts."""
+    from flink_bridge.demo import DemoJob, demo_log_path
     from flink_bridge.stack.kafka_client import KafkaClient
 
     run = uuid.uuid4().hex[:6]
@@ -522,25 +522,9 @@ def run_demo(config: Any, *, console: Any, timeout_s: float = 900.0) -> int:
     console.print(f"[bold]produced[/] {len(txns)} transactions to [cyan]{source}[/]")
     db = Path(config.state_dir) / "examples" / "fraud-profiles.db"
     started = time.monotonic()
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "--bootstrap",
-            config.kafka_bootstrap,
-            "--transactions",
-            source,
-            "--alerts",
-            sink,
-            "--profiles-db",
-            str(db),
-            "--quiet",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ),
-    )
+    argv = [sys.executable, str(EXAMPLE), "--bootstrap", config.kafka_bootstrap, "--quiet"]
+    argv += ["--transactions", source, "--alerts", sink, "--profiles-db", str(db)]
+    job = DemoJob(argv, demo_log_path(config, "fraud", run))
     shown: list[dict[str, Any]] = []
     with console.status("running the fraud-detection job on Flink..."):
         while time.monotonic() - started < timeout_s:
@@ -555,13 +539,8 @@ def run_demo(config: Any, *, console: Any, timeout_s: float = 900.0) -> int:
             if done:
                 break
             time.sleep(1.0)
-    if job.poll() is None:
-        job.kill()
-    output = job.stdout.read() if job.stdout else ""
-    job.wait()
-    if job.returncode != 0:
-        console.print(output[-4000:])
-        console.print(f"[red]the job failed with exit code {job.returncode}[/]")
+    if job.stop(timeout_s=0.0) != 0:  # still running after the timeout: stopped here
+        job.report_failure(console, "fraud-detection")
     print_alerts(shown, console=console)
     console.print(
         f"{len(shown)} alerts for {len(txns)} transactions in "

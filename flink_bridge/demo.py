@@ -24,7 +24,7 @@ from rich.table import Table
 from flink_bridge.stack.config import StackConfig
 from flink_bridge.stack.kafka_client import KafkaClient
 
-__all__ = ["APPS", "SAMPLE_TICKETS", "run_app_demo", "run_demo"]
+__all__ = ["APPS", "SAMPLE_TICKETS", "DemoJob", "run_app_demo", "run_demo"]
 
 SAMPLE_TICKETS = [
     ("alice", "Where is my order 1001?"),
@@ -38,6 +38,54 @@ SAMPLE_TICKETS = [
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE = EXAMPLES_DIR / "support_desk.py"
 APPS = {"fraud": "fraud_detection.py", "triage": "support_triage.py", "support": "support_desk.py"}
+
+
+class DemoJob:
+    """A demo's Flink job in a child process, its output going to a log file.
+
+    Not to a pipe: the JVM can print more than a pipe holds (64 KiB) while the demo is busy
+    reading results, and a child blocked on a full pipe stalls the job until the timeout.
+    """
+
+    def __init__(self, argv: list[str], log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and example
+                argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
+            )
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def stop(self, timeout_s: float = 120.0) -> int:
+        """Wait for the job to end (kill it after `timeout_s`); its exit code."""
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def tail(self, chars: int = 4000) -> str:
+        """The end of the job's output, for a failure report."""
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-chars:].decode("utf-8", "replace")
+
+    def report_failure(self, console: Console, what: str) -> None:
+        """Print the job's last output and its exit code (call when it failed)."""
+        console.print(self.tail(), highlight=False, markup=False)
+        console.print(
+            f"[red]the {what} job failed with exit code {self.proc.returncode}[/] "
+            f"(whole log: {self.log_path})"
+        )
+
+
+def demo_log_path(config: StackConfig, app: str, run: str) -> Path:
+    """Where a demo job's output goes: the stack's state dir, one file per run."""
+    return Path(config.state_dir) / "logs" / f"demo-{app}-{run}.log"
 
 
 def run_app_demo(
@@ -74,21 +122,9 @@ def run_demo(config: StackConfig, *, console: Console, timeout_s: float = 900.0)
     kafka.produce(source, tickets)
     console.print(f"[bold]produced[/] {len(tickets)} tickets to [cyan]{source}[/]")
     started = time.monotonic()
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLE),
-            "--bootstrap",
-            config.kafka_bootstrap,
-            "--source",
-            source,
-            "--sink",
-            sink,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ),
+    argv = [sys.executable, str(EXAMPLE), "--bootstrap", config.kafka_bootstrap]
+    job = DemoJob(
+        [*argv, "--source", source, "--sink", sink], demo_log_path(config, "support", run)
     )
     table = Table(title="answers (committed, read_committed)")
     for column in ("customer", "ticket", "tickets so far", "tokens", "answer"):
@@ -115,14 +151,8 @@ def run_demo(config: StackConfig, *, console: Console, timeout_s: float = 900.0)
                 seen += len(_poll(follower, 5.0))  # what it committed last
                 break
     follower.close()
-    try:
-        job.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        job.kill()
-    if job.returncode not in (0, None) and seen < len(tickets):
-        output = job.stdout.read() if job.stdout else ""
-        console.print(output[-4000:])
-        console.print(f"[red]the job failed with exit code {job.returncode}[/]")
+    if job.stop() != 0 and seen < len(tickets):
+        job.report_failure(console, "support-desk")
     console.print(table)
     console.print(
         f"{seen}/{len(tickets)} answers in {time.monotonic() - started:.1f}s "

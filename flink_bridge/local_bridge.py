@@ -10,6 +10,7 @@ and tests of the operator's own logic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -69,6 +70,14 @@ class InProcessBridge:
             self._cond.notify_all()
         self._slots.release()
 
+    @staticmethod
+    async def _cancel_calls() -> None:
+        me = asyncio.current_task()
+        calls = [t for t in asyncio.all_tasks() if t is not me]
+        for task in calls:
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+
     def poll(self) -> list[EffectResult]:
         with self._cond:
             done, self._done = self._done, []
@@ -82,7 +91,12 @@ class InProcessBridge:
         return done
 
     def close(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and self._loop.is_running():
+            # Calls still in flight are abandoned: cancel them (after the ones queued behind
+            # this have become tasks) rather than leave coroutines that never ran.
+            done = asyncio.run_coroutine_threadsafe(self._cancel_calls(), self._loop)
+            with contextlib.suppress(Exception):
+                done.result(timeout=5)
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
