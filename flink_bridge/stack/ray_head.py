@@ -158,10 +158,8 @@ def start_ray(config: StackConfig) -> ComponentStatus:
         pid_file.remove()
         report = exit_report(config)
         if attempt == _START_ATTEMPTS:
-            raise StackStartError(
-                "Ray head", f"exited with code {proc.returncode} after start: {report}",
-                ray_log(config),
-            )  # fmt: skip
+            problem = f"exited with code {proc.returncode} during or right after start: {report}"
+            raise StackStartError("Ray head", problem, ray_log(config))
         _log.warning("Ray head exited right after start (%s); starting it again", report)
     raise AssertionError("unreachable")
 
