@@ -24,7 +24,7 @@ The bench starts its own Kafka broker and Ray head (temp state dir, free loopbac
 for our side) and stops them at the end. Needs Java 17 and the connector jars
 (`flink-actors jars`, fetched on first use).
 
-Run: python bench/bench_runtime.py [--inputs 2000] [--baseline-python /path/to/python]
+Run: python bench/bench_runtime.py [--inputs 6000] [--baseline-python /path/to/python]
 The last line is one JSON object.
 """
 
@@ -419,7 +419,13 @@ def _ratio(ours: float | None, base: float | None) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--inputs", type=int, default=2000, help="inputs per burst phase")
+    parser.add_argument(
+        "--inputs",
+        type=int,
+        default=6000,
+        help="inputs per burst phase (outputs commit at checkpoints, 1 s apart: a burst of a few "
+        "seconds reads as one of a few checkpoint counts, so keep bursts long)",
+    )
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument(
         "--warmup-inputs", type=int, default=2000, help="0 ms inputs run before timing (JIT)"
