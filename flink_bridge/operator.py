@@ -566,7 +566,7 @@ class AgentProcessFunction:
                 self.bridge.submit(request)
         expected = max((self.latency_ms.get(r.target, 1.0) for r in new), default=1.0)
         self._schedule_poll(key, expected, ctx)
-        if not live.drain_armed and getattr(self.options, "drain_timer", True):
+        if not live.drain_armed and self.options.drain_timer:
             ctx.timer_service().register_event_time_timer(DRAIN_AT)
             live.drain_armed = True
 

@@ -32,6 +32,7 @@ from protocols.envelope import Envelope, dump_payload, validate_payload_bytes
 from protocols.errors import SerializationError
 from protocols.failures import DeadLetterReason, DecodeFailure
 from protocols.registry import MessageRegistry, default_registry
+from protocols.trusted import trusted_model
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -63,7 +64,6 @@ _unpack_header = _HEADER.unpack_from
 _pack_header = _HEADER.pack
 _unpack_lead = struct.Struct(">4sII").unpack_from
 _LEAD = MAGIC + bytes((FORMAT_VERSION, 0))  # magic, format version, no flags
-_FIELDS = tuple(Envelope.model_fields)
 _from_bytes = int.from_bytes
 _SAFE = SafeUUID.unknown
 _HEADER_ITEMS = 13
@@ -417,33 +417,23 @@ def decode_envelope(
             _setattr(caus_id, "int", _from_bytes(caus, "big"))
             _setattr(caus_id, "is_safe", _SAFE)
             caus = caus_id
-        env = _new(Envelope)
-        _setattr(
-            env,
-            "__dict__",
-            {
-                "message_id": message_id,
-                "type_name": type_name,
-                "type_version": type_version,
-                "recipient": recipient_address,
-                "sender": sender,
-                "correlation_id": corr,
-                "causation_id": caus,
-                "traceparent": traceparent,
-                "tracestate": tracestate,
-                "created_at": float(created_at),
-                "deadline": None if deadline is None else float(deadline),
-                "attempt": attempt,
-                "headers": headers,
-            },
-        )
-        _setattr(env, "__pydantic_fields_set__", set(_FIELDS))
-        _setattr(env, "__pydantic_extra__", None)
-        _setattr(
-            env,
-            "__pydantic_private__",
-            {"_payload": payload, "_raw": raw, "_wire": data, "_registry": registry},
-        )
+        fields = {
+            "message_id": message_id,
+            "type_name": type_name,
+            "type_version": type_version,
+            "recipient": recipient_address,
+            "sender": sender,
+            "correlation_id": corr,
+            "causation_id": caus,
+            "traceparent": traceparent,
+            "tracestate": tracestate,
+            "created_at": float(created_at),
+            "deadline": None if deadline is None else float(deadline),
+            "attempt": attempt,
+            "headers": headers,
+        }
+        private = {"_payload": payload, "_raw": raw, "_wire": data, "_registry": registry}
+        env = trusted_model(Envelope, fields, private=private)
         return env
     except Exception as exc:  # a bug of ours must not stop the job either
         return _internal_failure(data, exc)

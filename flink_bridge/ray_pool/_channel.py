@@ -39,6 +39,7 @@ from typing import Any
 
 from actors.effects import EffectError, EffectKind, EffectRequest, EffectResult
 from protocols.events import Usage
+from protocols.trusted import trusted_model
 
 __all__ = ["ChannelClient", "ChannelServer", "ChannelClosed"]
 
@@ -64,20 +65,6 @@ def _dumps(obj: Any) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-_new = object.__new__
-_setattr = object.__setattr__
-
-
-def _model(cls: type[Any], fields: dict[str, Any]) -> Any:
-    """A pydantic model from field values that were validated where they were made."""
-    out = _new(cls)
-    _setattr(out, "__dict__", fields)
-    _setattr(out, "__pydantic_fields_set__", set(fields))
-    _setattr(out, "__pydantic_extra__", None)
-    _setattr(out, "__pydantic_private__", None)
-    return out
-
-
 def _request_wire(request: EffectRequest) -> dict[str, Any]:
     fields = request.__dict__.copy()
     fields["kind"] = request.kind.value
@@ -86,7 +73,7 @@ def _request_wire(request: EffectRequest) -> dict[str, Any]:
 
 def _request_of(fields: dict[str, Any]) -> EffectRequest:
     fields["kind"] = EffectKind(fields["kind"])
-    return _model(EffectRequest, fields)  # type: ignore[no-any-return]
+    return trusted_model(EffectRequest, fields)
 
 
 def _result_wire(result: EffectResult) -> dict[str, Any]:
@@ -100,10 +87,10 @@ def _result_wire(result: EffectResult) -> dict[str, Any]:
 
 def _result_of(fields: dict[str, Any]) -> EffectResult:
     if type(fields["error"]) is dict:
-        fields["error"] = _model(EffectError, fields["error"])
+        fields["error"] = trusted_model(EffectError, fields["error"])
     if type(fields["usage"]) is dict:
-        fields["usage"] = _model(Usage, fields["usage"])
-    return _model(EffectResult, fields)  # type: ignore[no-any-return]
+        fields["usage"] = trusted_model(Usage, fields["usage"])
+    return trusted_model(EffectResult, fields)
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
