@@ -223,8 +223,7 @@ def prepare_topics(config: FlinkMarketConfig) -> None:
             registries = {registry_topic("Trader"), registry_topic("NewsDesk")}
             kafka.create_topics([n for n in names if n not in registries])
             kafka.create_topics(  # the key registries are compacted (as apply() makes them)
-                [registry_topic("Trader"), registry_topic("NewsDesk")],
-                config={"cleanup.policy": "compact"},
+                sorted(registries), config={"cleanup.policy": "compact"}
             )
             break
         except Exception as exc:  # a topic still marked for deletion: retry
@@ -291,8 +290,8 @@ def run_flink(config: FlinkMarketConfig, *, log: Any = print) -> MarketRun:
 
     prepare_topics(config)
     joins = population_joins(config)
-    expected_subscribers = {
-        t: sum(1 for j in joins if j.recipient.agent_type == t)  # type: ignore[union-attr]
+    subscriber_keys = {
+        t: [j.recipient.key for j in joins if j.recipient.agent_type == t]  # type: ignore[union-attr]
         for t in ("Trader", "NewsDesk")
     }
     env = create_environment(RuntimeConfig(checkpoint_interval_ms=config.checkpoint_interval_ms))
@@ -305,12 +304,7 @@ def run_flink(config: FlinkMarketConfig, *, log: Any = print) -> MarketRun:
         # Broadcast prices reach registered keys only: wait until each type's fan-out has
         # read every subscriber's key.
         kafka = KafkaClient(config.bootstrap_servers)
-        for agent_type in expected_subscribers:
-            keys = [
-                j.recipient.key  # type: ignore[union-attr]
-                for j in joins
-                if j.recipient.agent_type == agent_type  # type: ignore[union-attr]
-            ]
+        for agent_type, keys in subscriber_keys.items():
             group = f"market-{agent_type}"
             if not wait_until_registered(
                 kafka, agent_type, group, keys, timeout_s=left(), still_running=left

@@ -109,19 +109,21 @@ class _SessionStack:
             return self._kafka
 
     def ray(self) -> RayHead:
-        with self._lock:
-            if self._ray is not None and not self._ray_alive():
-                # Say why in the run's warnings summary, and give the next tests a live head.
-                from flink_bridge.stack import ray_head as ray_head_mod
+        from flink_bridge.stack import ray_head as ray_head_mod
+        from flink_bridge.stack.health import Health
 
+        with self._lock:
+            if (
+                self._ray is not None
+                and ray_head_mod.status_ray(self.config).health is not Health.UP
+            ):
+                # Say why in the run's warnings summary, and give the next tests a live head.
                 report = ray_head_mod.exit_report(self.config)
                 message = f"the session's Ray head died ({report}); starting another"
                 warnings.warn(message, stacklevel=2)
                 ray_head_mod.stop_ray(self.config)
                 self._ray = None
             if self._ray is None:
-                from flink_bridge.stack import ray_head as ray_head_mod
-
                 status = ray_head_mod.start_ray(self.config)
                 env = ray_head_mod.connect_env(self.config)
                 for key, value in env.items():
@@ -129,12 +131,6 @@ class _SessionStack:
                     os.environ[key] = value
                 self._ray = RayHead(address=self.config.ray_address, env=env, pid=status.pid)
             return self._ray
-
-    def _ray_alive(self) -> bool:
-        from flink_bridge.stack import ray_head as ray_head_mod
-        from flink_bridge.stack.health import Health
-
-        return ray_head_mod.status_ray(self.config).health is Health.UP
 
     def both(self) -> tuple[KafkaClient, RayHead]:
         with ThreadPoolExecutor(max_workers=2) as pool:

@@ -19,7 +19,6 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -119,15 +118,6 @@ def _check_running(client: Any) -> None:
     if client.get_job_status().result().is_globally_terminal_state():
         client.get_job_execution_result().result()  # raises the job's failure
         raise RuntimeError("the job ended early")
-
-
-def _wait(client: Any, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        _check_running(client)
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def main() -> None:
