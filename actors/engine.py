@@ -41,7 +41,7 @@ import copy
 import json
 import traceback
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,10 +298,7 @@ class _Turn:
         if len(results) < len(requests):
             raise Suspend()
         for result in results:
-            if result.call_id not in self.used:
-                self.used.add(result.call_id)
-                if result.usage is not None:
-                    self.usage = self.usage + result.usage
+            self._count_usage(result)
         return results
 
     def await_one(
@@ -309,14 +306,35 @@ class _Turn:
         call_id: str,
         kind: EffectKind,
         target: str,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | Callable[[], dict[str, Any]],
         *,
         rate_key: str | None,
     ) -> EffectResult:
-        request = EffectRequest(
-            call_id=call_id, kind=kind, target=target, payload=payload, rate_key=rate_key
-        )
-        return self.await_all([request])[0]
+        """The result of one call; records it and suspends if it is not journaled yet.
+
+        ``payload`` may be a function that builds it: a replayed call (every pass after the
+        one that made it) then never builds its request, which for a model call means dumping
+        the whole conversation.
+        """
+        result = self._lookup(call_id)
+        if result is None:
+            if callable(payload):
+                payload = payload()
+            self.pending.setdefault(
+                call_id,
+                EffectRequest(
+                    call_id=call_id, kind=kind, target=target, payload=payload, rate_key=rate_key
+                ),
+            )
+            raise Suspend()
+        self._count_usage(result)
+        return result
+
+    def _count_usage(self, result: EffectResult) -> None:
+        if result.call_id not in self.used:
+            self.used.add(result.call_id)
+            if result.usage is not None:
+                self.usage = self.usage + result.usage
 
     # -- tools and MCP ------------------------------------------------------------------------
 
@@ -430,13 +448,18 @@ class _Turn:
         convo = list(messages)
         if system and not (convo and convo[0].role == "system"):
             convo.insert(0, ChatMessage.system(system))
-        tools_payload = [s.model_dump(mode="json") for s in schemas]
+        def request_payload() -> dict[str, Any]:
+            return {
+                "messages": [m.model_dump(mode="json") for m in convo],
+                "tools": [s.model_dump(mode="json") for s in schemas],
+            }
+
         for i in range(max_iterations):
             result = self.await_one(
                 f"{prefix}/model.{i}",
                 EffectKind.MODEL,
                 model_name,
-                {"messages": [m.model_dump(mode="json") for m in convo], "tools": tools_payload},
+                request_payload,
                 rate_key=spec.model.rate_key,
             )
             if result.error is not None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.effects import EffectError, EffectRequest, EffectResult
+from flink_bridge.thread_names import name_this_thread
 
 __all__ = ["InProcessBridge"]
 
@@ -39,9 +40,14 @@ class InProcessBridge:
         self._loop = asyncio.new_event_loop()
         self._executor = self._factory()
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name="flink-actors-effects", daemon=True
+            target=self._serve, args=(self._loop,), name="flink-actors-effects", daemon=True
         )
         self._thread.start()
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
+        name_this_thread("fa-effects")
+        loop.run_forever()
 
     @property
     def in_flight(self) -> int:

@@ -64,6 +64,7 @@ from flink_bridge.envelopes import (
     install_message_types,
     outbound_records,
 )
+from flink_bridge.thread_names import name_this_thread
 from protocols import AgentAddress, parse_address
 from protocols.events import AskTimeout, Event, InputEvent
 
@@ -171,6 +172,7 @@ def _on_python_thread(fn: Callable[[], None], *, timeout_s: float) -> bool:
     failure: list[BaseException] = []
 
     def run() -> None:
+        name_this_thread("fa-ray-call")  # and the threads Ray starts from it
         try:
             fn()
         except BaseException as exc:  # handed to the task thread below

@@ -56,6 +56,7 @@ from flink_bridge.ray_pool._config import BridgeConfig
 from flink_bridge.ray_pool._connect import connect_ray
 from flink_bridge.ray_pool._pool import WorkerPool
 from flink_bridge.ray_pool._worker import ExecutorFactory
+from flink_bridge.thread_names import name_this_thread
 from protocols.errors import AgentRunError, ConfigError, DeliveryError, UserError
 
 __all__ = ["BridgeState", "RayBridge"]
@@ -286,15 +287,17 @@ class RayBridge:
             done += held
 
     def _enqueue(self, requests: tuple[EffectRequest, ...] | list[EffectRequest]) -> None:
-        """Queue calls whose slots are held; wake the batcher for the first call of a window
-        and whenever a full batch is ready."""
+        """Queue calls whose slots are held. The bridge thread is woken only when it is idle
+        or a full batch is ready; while calls are outstanding it picks new ones up by itself
+        (`BridgeConfig.busy_tick_ms`)."""
         with self._cond:
             before = len(self._pending)
+            idle = self._in_flight == 0 or not self.config.busy_tick_ms
             self._in_flight += len(requests)
             self._pending.extend(requests)
             after = before + len(requests)
         batch_max = self.config.batch_max
-        if before == 0 or after // batch_max > before // batch_max:
+        if (before == 0 and idle) or after // batch_max > before // batch_max:
             assert self._loop is not None and self._wake is not None
             self._loop.call_soon_threadsafe(self._wake.set)
 
@@ -320,6 +323,7 @@ class RayBridge:
     # ------------------------------------------------------------------ bridge thread
 
     def _run_loop(self, started: threading.Event) -> None:
+        name_this_thread("fa-ray-bridge")
         loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
@@ -365,11 +369,17 @@ class RayBridge:
         )
 
     async def _batcher(self) -> None:
-        assert self._wake is not None
+        assert self._wake is not None and self._loop is not None
         window = self.config.batch_window_ms / 1000.0
+        tick = self.config.busy_tick_ms / 1000.0
         batch_max = self.config.batch_max
         while True:
-            await self._wake.wait()
+            if tick and self._in_flight:  # submit does not wake a busy bridge: look by itself
+                handle = self._loop.call_later(tick, self._wake.set)
+                await self._wake.wait()
+                handle.cancel()
+            else:
+                await self._wake.wait()
             self._wake.clear()
             if window > 0 and len(self._pending) < batch_max:
                 with contextlib.suppress(TimeoutError):
@@ -522,6 +532,8 @@ class RayBridge:
         results = [result for seq, result in items if calls.pop(seq, None) is not None]
         pool.outstanding[index] -= len(results)
         self._complete(results)
+        if self._pending and not self.config.batch_window_ms:
+            self._flush()  # calls submitted while this bridge was busy (see `_enqueue`)
 
     def _on_channel_closed(
         self, pool: WorkerPool, index: int, link: _Link, client: ChannelClient, exc: Exception

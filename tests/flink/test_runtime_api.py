@@ -26,13 +26,6 @@ from tests.flink.jobs.counting_openai import MARKER
 from tests.servers.fixtures import read_stats, start_line_server
 
 ROOT = Path(__file__).resolve().parents[2]
-# Ray's ray.init inside the mini-cluster's TaskManager hangs in Node.__init__ (a GCS kv read)
-# when the job is started as a script (python app.py), and RayBridge.close hangs in ray.kill at
-# the end of a bounded job: reported to the lead; the in-process variant runs meanwhile.
-RAY_IN_TM = pytest.mark.skipif(
-    os.environ.get("FLINK_ACTORS_TEST_RAY_IN_TM") != "1",
-    reason="ray.init inside the TaskManager hangs for script jobs (see the comment above)",
-)
 JOB_FILE = ROOT / "tests" / "flink" / "jobs" / "runtime_api_job.py"
 
 
@@ -43,7 +36,7 @@ def _result_line(output: str) -> dict:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("effects", ["in-process", pytest.param("ray", marks=RAY_IN_TM)])
+@pytest.mark.parametrize("effects", ["in-process", "ray"])
 def test_datastream_and_table_api_through_flink(request, effects: str) -> None:
     if effects == "ray":
         request.getfixturevalue("ray_head")

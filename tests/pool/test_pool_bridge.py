@@ -145,6 +145,31 @@ def test_slow_call_does_not_hold_back_its_batch_mates(
     assert drain(bridge, 1)["slow"].ok
 
 
+@pytest.mark.parametrize("tick_ms", [0.0, 200.0])
+def test_calls_submitted_to_a_busy_bridge_are_sent(
+    make_bridge: Callable[..., RayBridge], tick_ms: float
+) -> None:
+    """While a call is outstanding, `submit` does not wake the bridge thread: it picks new
+    calls up itself, within `busy_tick_ms` when no result arrives meanwhile (0: woken)."""
+    bridge = make_bridge(
+        SleepExecutor, busy_tick_ms=tick_ms, pools={EffectKind.MODEL: PoolConfig(size=1)}
+    )
+    bridge.submit(model_req("slow", ms=3000))
+    time.sleep(0.2)  # sent: the bridge is busy now, and stays so for 3 s
+    started = time.monotonic()
+    bridge.submit(model_req("fast", ms=10))
+    results = bridge.wait(2.0)
+    took = time.monotonic() - started
+    assert [r.call_id for r in results] == ["fast"], results
+    assert took < tick_ms / 1000.0 + 1.0
+    assert drain(bridge, 1)["slow"].ok
+
+
+def test_busy_tick_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match="busy_tick_ms"):
+        BridgeConfig(busy_tick_ms=-1)
+
+
 def test_rate_limit_is_honoured(make_bridge: Callable[..., RayBridge]) -> None:
     per_s = 20.0
     admission = AdmissionConfig(
