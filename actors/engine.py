@@ -41,7 +41,7 @@ import copy
 import json
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ from actors.messaging import OpenAsk, Outbound
 from actors.models.base import ChatResult, ToolSchema
 from actors.state import dump_state, load_state
 from actors.workflow import CompiledWorkflow, ModelSpec, Workflow
-from protocols.errors import ToolError, UserError
+from protocols.errors import AgentRunError, ToolError, UserError
 from protocols.events import (
     ChatMessage,
     ChatModelEvent,
@@ -69,6 +69,7 @@ from protocols.events import (
 __all__ = ["AgentEngine", "TurnOutcome"]
 
 MAX_EVENTS_PER_TURN = 10_000
+MAX_PASSES_PER_TURN = 1_000
 
 
 @dataclass
@@ -154,6 +155,49 @@ class AgentEngine:
         turn = _Turn(self.compiled, journal, address=address, sender=sender, turn_id=turn_id)
         turn.correlation_id = correlation_id  # messaging: read by RunnerContext.reply
         return turn.run(state if owned else copy.deepcopy(state), event)
+
+    async def complete_turn(
+        self,
+        state_of: Callable[[], BaseModel],
+        event: Event,
+        journal: dict[str, Any],
+        execute: Callable[[list[EffectRequest]], Awaitable[list[Any]]],
+        *,
+        address: Any,
+        turn_id: str,
+        sender: Any = None,
+        correlation_id: str | None = None,
+    ) -> TurnOutcome:
+        """Run a turn to the end in process: each pass's pending calls go to ``execute``, their
+        results (as `execute` returns them: `EffectResult`s or their JSON-mode dicts) into
+        ``journal``, until a pass is done. ``state_of`` gives each pass a state of its own
+        (it is handed over, as with ``owned=True``).
+
+        The loop of the local runner and the simulation; the Flink operator runs the same
+        passes from its callbacks instead, with the journal in keyed state.
+        """
+        for _ in range(MAX_PASSES_PER_TURN):
+            outcome = self.run_turn(
+                state_of(),
+                event,
+                journal,
+                address=address,
+                turn_id=turn_id,
+                sender=sender,
+                owned=True,
+                correlation_id=correlation_id,
+            )
+            if outcome.done:
+                return outcome
+            results = await execute(outcome.pending)
+            for request, result in zip(outcome.pending, results, strict=True):
+                if request.call_id in journal:
+                    raise AgentRunError(f"call {request.call_id!r} was requested twice")
+                journal[request.call_id] = result
+        raise AgentRunError(
+            f"turn {turn_id!r} of {str(address)!r} still had pending calls after "
+            f"{MAX_PASSES_PER_TURN} passes"
+        )
 
 
 class _Turn:
@@ -448,6 +492,7 @@ class _Turn:
         convo = list(messages)
         if system and not (convo and convo[0].role == "system"):
             convo.insert(0, ChatMessage.system(system))
+
         def request_payload() -> dict[str, Any]:
             return {
                 "messages": [m.model_dump(mode="json") for m in convo],

@@ -20,6 +20,7 @@ loop kept for the runner's lifetime (MCP sessions are bound to the loop that ope
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import logging
 from collections.abc import Coroutine, Hashable, Iterable, Mapping
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from actors.effects import EffectExecutor, EffectResult
+from actors.effects import EffectExecutor, EffectRequest, EffectResult
 from actors.engine import AgentEngine, TurnOutcome
 from actors.messaging import (
     BROADCAST,
@@ -41,13 +42,12 @@ from actors.messaging import (
     topic_routes,
 )
 from actors.workflow import Workflow
-from protocols.errors import AgentRunError, UserError
+from protocols.errors import UserError
 from protocols.events import AskTimeout, ErrorEvent, Event, InputEvent, Usage
 
 __all__ = ["LocalRunner"]
 
 T = TypeVar("T")
-MAX_PASSES_PER_TURN = 1_000
 logger = logging.getLogger("flink_actors.actors")
 
 
@@ -314,28 +314,22 @@ class LocalRunner:
         sender: Any,
         correlation_id: str | None,
     ) -> TurnOutcome:
-        engine = self._types[agent_type].engine
-        for _ in range(MAX_PASSES_PER_TURN):
-            outcome = engine.run_turn(
-                state,
-                event,
-                journal,
-                address=address,
-                turn_id=turn_id,
-                sender=sender,
-                correlation_id=correlation_id,
-            )
-            if outcome.done:
-                return outcome
-            executor = self._executor_of(agent_type)
-            results = await asyncio.gather(*(executor.execute(r) for r in outcome.pending))
-            for request, result in zip(outcome.pending, results, strict=True):
-                if request.call_id in journal:
-                    raise AgentRunError(f"call {request.call_id!r} was requested twice")
-                journal[request.call_id] = _journal_entry(result)
+        executor = self._executor_of(agent_type)
+
+        async def execute(pending: list[EffectRequest]) -> list[Mapping[str, Any]]:
+            results = await asyncio.gather(*(executor.execute(r) for r in pending))
             self.calls_executed += len(results)
-        raise AgentRunError(
-            f"turn {turn_id!r} still had pending calls after {MAX_PASSES_PER_TURN} passes"
+            return [_journal_entry(r) for r in results]
+
+        return await self._types[agent_type].engine.complete_turn(
+            lambda: copy.deepcopy(state),
+            event,
+            journal,
+            execute,
+            address=address,
+            turn_id=turn_id,
+            sender=sender,
+            correlation_id=correlation_id,
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

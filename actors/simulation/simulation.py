@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel
 
-from actors.effects import EffectExecutor, EffectKind, EffectResult
+from actors.effects import EffectExecutor, EffectKind, EffectRequest, EffectResult
 from actors.engine import AgentEngine, TurnOutcome
 from actors.messaging import (
     BROADCAST,
@@ -44,14 +44,13 @@ from actors.simulation.clock import SimClock
 from actors.simulation.metrics import AgentCounters, ResultTable
 from actors.simulation.population import AgentGroup, Population, agent_rng
 from protocols.addresses import AgentAddress, TopicAddress, parse_address
-from protocols.errors import AgentRunError, UserError
+from protocols.errors import UserError
 from protocols.events import AskReply, AskTimeout, ErrorEvent, Event, InputEvent
 
 __all__ = ["Simulation", "SimulationResult"]
 
 logger = logging.getLogger("flink_actors.actors")
 
-MAX_PASSES_PER_TURN = 1_000
 _DELIVER = 0
 _ASK_DEADLINE = 1
 _ASK_REPLY = 2
@@ -375,40 +374,29 @@ class Simulation:
         counters = kind.counters.columns
         if sender is not None:
             counters["received"][idx] += 1
-        for _ in range(MAX_PASSES_PER_TURN):
-            outcome = engine.run_turn(
-                kind.load(idx),
-                event,
-                journal,
-                address=address,
-                turn_id=turn_id,
-                sender=sender,
-                correlation_id=correlation_id,
-                owned=True,
-            )
-            if outcome.done:
-                break
-            await self._execute(kind, idx, outcome, journal)
-        else:
-            raise AgentRunError(
-                f"turn {turn_id!r} of {str(address)!r} still had pending calls after "
-                f"{MAX_PASSES_PER_TURN} passes"
-            )
+        outcome = await engine.complete_turn(
+            lambda: kind.load(idx),
+            event,
+            journal,
+            lambda pending: self._execute(kind, idx, pending),
+            address=address,
+            turn_id=turn_id,
+            sender=sender,
+            correlation_id=correlation_id,
+        )
         kind.states[idx] = engine.dump_state(outcome.state)
         counters["turns"][idx] += 1
         self._commit(kind, idx, address, outcome)
 
     async def _execute(
-        self, kind: _AgentType, idx: int, outcome: TurnOutcome, journal: dict[str, Any]
-    ) -> None:
-        pending = outcome.pending
+        self, kind: _AgentType, idx: int, pending: list[EffectRequest]
+    ) -> list[EffectResult]:
         results: list[EffectResult] = await asyncio.gather(
             *(kind.executor.execute(r) for r in pending)
         )
-        for request, result in zip(pending, results, strict=True):
-            journal[request.call_id] = result
-            if request.kind is EffectKind.MODEL:
-                kind.counters.columns["model_calls"][idx] += 1
+        model_calls = sum(1 for r in pending if r.kind is EffectKind.MODEL)
+        kind.counters.columns["model_calls"][idx] += model_calls
+        return results
 
     def _commit(
         self, kind: _AgentType, idx: int, address: AgentAddress, outcome: TurnOutcome

@@ -638,3 +638,62 @@ def test_a_step_may_return_an_event_and_nothing_else() -> None:
     out = engine.run_turn(engine.new_state(), InputEvent("bad"), {}, address="a", turn_id="t")
     [err] = out.errors
     assert err.error_type == "UserError" and "returned 'int'" in err.message
+
+
+class Chain(Workflow):
+    """Makes `event.input` tool calls one after the other, each on the previous answer."""
+
+    @tool
+    @staticmethod
+    def inc(n: int) -> int:
+        """Add one.
+
+        Args:
+            n: the number.
+        """
+        return n + 1
+
+    @step(InputEvent)
+    def go(event, state, ctx):  # noqa: N805 - the proposal's step form
+        n = 0
+        for _ in range(event.input):
+            n = ctx.call_tool("inc", n=n)
+        ctx.send_event(OutputEvent(n))
+
+
+async def test_complete_turn_runs_the_passes_and_fills_the_journal() -> None:
+    engine = AgentEngine(Chain())
+    executor = engine.executor()
+    batches: list[list[str]] = []
+
+    async def execute(pending: list[Any]) -> list[EffectResult]:
+        batches.append([r.call_id for r in pending])
+        return [await executor.execute(r) for r in pending]
+
+    journal: dict[str, Any] = {}
+    out = await engine.complete_turn(
+        engine.new_state, InputEvent(3), journal, execute, address="a/k", turn_id="t"
+    )
+    assert out.done and out.outputs == [3]
+    assert batches == [["t/go#0"], ["t/go#1"], ["t/go#2"]]  # one call per pass, in order
+    assert sorted(journal) == ["t/go#0", "t/go#1", "t/go#2"]
+
+
+async def test_complete_turn_gives_up_after_max_passes() -> None:
+    from actors.engine import MAX_PASSES_PER_TURN
+    from protocols.errors import AgentRunError
+
+    engine = AgentEngine(Chain())
+
+    async def execute(pending: list[Any]) -> list[EffectResult]:
+        return [EffectResult(call_id=r.call_id, value=0) for r in pending]
+
+    with pytest.raises(AgentRunError, match=f"after {MAX_PASSES_PER_TURN} passes"):
+        await engine.complete_turn(
+            engine.new_state,
+            InputEvent(MAX_PASSES_PER_TURN + 1),
+            {},
+            execute,
+            address="a/k",
+            turn_id="t",
+        )
