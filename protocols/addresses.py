@@ -156,6 +156,28 @@ class TopicAddress(BaseModel):
 Address = AgentAddress | TopicAddress
 
 
+_MAX_TEXTS = 1 << 16
+ADDRESS_TEXTS: dict[int, tuple[AgentAddress | TopicAddress, str]] = {}
+"""Canonical strings of addresses by identity: `id(address) -> (address, str(address))`.
+
+Addresses are immutable, so the string of one object never changes; the entry holds the
+object, so its id is not reused while the entry lives. The encoder reads this instead of
+calling `__str__` (a Python method); `address_text` fills it.
+"""
+
+
+def address_text(address: AgentAddress | TopicAddress) -> str:
+    """`str(address)`, memoized by identity in `ADDRESS_TEXTS` (bounded)."""
+    hit = ADDRESS_TEXTS.get(id(address))
+    if hit is not None and hit[0] is address:
+        return hit[1]
+    text = str(address)
+    if len(ADDRESS_TEXTS) >= _MAX_TEXTS:
+        ADDRESS_TEXTS.clear()
+    ADDRESS_TEXTS[id(address)] = (address, text)
+    return text
+
+
 @functools.lru_cache(maxsize=65536)
 def parse_address(text: str) -> AgentAddress | TopicAddress:
     """Parse either canonical form; raise `UserError` naming the problem and the fix.
@@ -168,22 +190,26 @@ def parse_address(text: str) -> AgentAddress | TopicAddress:
             f"an address must be a str, got {type(text).__name__}; "
             "pass 'agent_type/key' or 'topic:<name>'"
         )
+    address: AgentAddress | TopicAddress
     if text.startswith(TOPIC_PREFIX):
         name = text[len(TOPIC_PREFIX) :]
         problem = _topic_problem(name)
         if problem:
             raise UserError(f"malformed topic address {text!r}: {problem}")
-        return TopicAddress.model_construct(topic=name)
-    agent_type, sep, key = text.partition("/")
-    if not sep:
-        raise UserError(
-            f"malformed agent address {text!r}: no '/' between agent type and key; "
-            "write 'agent_type/key', e.g. 'support/user-42'"
-        )
-    problem = _agent_type_problem(agent_type) or _key_problem(key)
-    if problem:
-        raise UserError(f"malformed agent address {text!r}: {problem}")
-    return AgentAddress.model_construct(agent_type=agent_type, key=key)
+        address = TopicAddress.model_construct(topic=name)
+    else:
+        agent_type, sep, key = text.partition("/")
+        if not sep:
+            raise UserError(
+                f"malformed agent address {text!r}: no '/' between agent type and key; "
+                "write 'agent_type/key', e.g. 'support/user-42'"
+            )
+        problem = _agent_type_problem(agent_type) or _key_problem(key)
+        if problem:
+            raise UserError(f"malformed agent address {text!r}: {problem}")
+        address = AgentAddress.model_construct(agent_type=agent_type, key=key)
+    address_text(address)  # the encoder finds its string without calling __str__
+    return address
 
 
 def _coerce_address(value: Any) -> Any:

@@ -9,6 +9,7 @@ pays once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -76,7 +77,22 @@ class EnvelopeHeader(BaseModel):
         return value
 
 
-_pack = msgpack.Packer().pack  # shared: see protocols.wire
+# Shared Packers (see protocols.wire): the strict one is faster and takes the exact builtin
+# types a JSON-mode dump holds; the other takes the rest (str subclasses in `Any` fields...).
+_pack = msgpack.Packer().pack
+_pack_strict = msgpack.Packer(strict_types=True).pack
+
+
+_TO_PYTHON: dict[type[BaseModel], Callable[..., Any]] = {}
+"""`cls.__pydantic_serializer__.to_python` per complete message class: reading a class
+attribute of a pydantic model goes through its metaclass hook, a dictionary lookup doesn't."""
+
+
+def _to_python_of(cls: type[BaseModel]) -> Callable[..., Any]:
+    to_python = cls.__pydantic_serializer__.to_python
+    if cls.__pydantic_complete__:
+        _TO_PYTHON[cls] = to_python
+    return to_python
 
 
 def dump_payload(payload: BaseModel) -> bytes:
@@ -87,10 +103,14 @@ def dump_payload(payload: BaseModel) -> bytes:
     as an incompatible change.
     """
     try:
-        data = type(payload).__pydantic_serializer__.to_python(
-            payload, mode="json", by_alias=True, exclude_defaults=True
-        )
-        return _pack(data)  # type: ignore[no-any-return]
+        to_python = _TO_PYTHON.get(type(payload))
+        if to_python is None:
+            to_python = _to_python_of(type(payload))
+        data = to_python(payload, mode="json", by_alias=True, exclude_defaults=True)
+        try:
+            return _pack_strict(data)  # type: ignore[no-any-return]
+        except TypeError:
+            return _pack(data)  # type: ignore[no-any-return]
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize payload {type(payload).__qualname__!r}: {exc}"

@@ -50,6 +50,9 @@ class _Resolved:
 
     cls: type[BaseModel]
     upcasters: tuple[Upcaster, ...] = field(default_factory=tuple)
+    validate_python: Callable[[Any], BaseModel] | None = None
+    """`cls.__pydantic_validator__.validate_python`, kept by the decoder once `cls` is complete
+    (reading a class attribute of a pydantic model goes through its metaclass hook)."""
 
 
 class MessageRegistry:

@@ -22,16 +22,25 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
-from uuid import UUID, SafeUUID
 
 import msgpack
+from pydantic import BaseModel
+from pydantic_core import SchemaValidator, core_schema
 
-from protocols.addresses import AgentAddress, TopicAddress, parse_address
-from protocols.envelope import Envelope, dump_payload, validate_payload_bytes
+from protocols.addresses import (
+    ADDRESS_TEXTS,
+    AgentAddress,
+    TopicAddress,
+    address_text,
+    parse_address,
+)
+from protocols.envelope import Envelope, EnvelopeHeader, dump_payload, validate_payload_bytes
 from protocols.errors import SerializationError
 from protocols.failures import DeadLetterReason, DecodeFailure
-from protocols.registry import MessageRegistry, default_registry
+from protocols.ids import uuid_from_bytes
+from protocols.registry import MessageRegistry, _Resolved, default_registry
 from protocols.trusted import trusted_model
 
 __all__ = [
@@ -56,18 +65,57 @@ _MAL = DeadLetterReason.MALFORMED
 _new = object.__new__
 _setattr = object.__setattr__
 _unpackb = msgpack.unpackb
-# One shared Packer: `msgpack.packb` builds a new Packer per call, which costs more than
-# packing a header. Sharing is safe under the GIL because `pack` runs in C without calling
-# back into Python (no `default` hook) and resets its buffer after each call.
+# Shared Packers: `msgpack.packb` builds a new Packer per call, which costs more than packing
+# a header. Sharing is safe under the GIL because `pack` runs in C without calling back into
+# Python (no `default` hook) and resets its buffer after each call. The strict one packs only
+# exact builtin types (lists, not tuples), which is faster; `_packb` takes what it refuses
+# (str subclasses and the like), with the same bytes for the same values.
 _packb = msgpack.Packer().pack
+_pack_strict = msgpack.Packer(strict_types=True).pack
 _unpack_header = _HEADER.unpack_from
-_pack_header = _HEADER.pack
-_unpack_lead = struct.Struct(">4sII").unpack_from
+_LEAD_STRUCT = struct.Struct(">4sII")
+_unpack_lead = _LEAD_STRUCT.unpack_from
+_pack_lead = _LEAD_STRUCT.pack
 _LEAD = MAGIC + bytes((FORMAT_VERSION, 0))  # magic, format version, no flags
-_from_bytes = int.from_bytes
-_SAFE = SafeUUID.unknown
 _HEADER_ITEMS = 13
 _MISS: Any = object()
+_ALL_FIELDS = set(EnvelopeHeader.model_fields)
+"""The `__pydantic_fields_set__` of every decoded envelope (all fields were on the wire).
+
+Shared, not copied: an `Envelope` is frozen, so pydantic never adds to it in place (its
+copies, `model_copy(update=...)` included, take their own set)."""
+
+# The header array's checks and conversions, in pydantic-core (one call instead of 30 type
+# checks and two UUIDs built in Python): exact types as msgpack gives them, UUIDs from
+# 16-byte bins, timestamps as floats (ints accepted), a map of strings to strings.
+_STR = core_schema.str_schema(strict=True)
+_STR_OR_NIL = core_schema.nullable_schema(_STR)
+_POSITIVE = core_schema.int_schema(strict=True, ge=1)
+_FLOAT = core_schema.float_schema(strict=True)
+_UUID = core_schema.chain_schema(
+    [core_schema.bytes_schema(strict=True, min_length=16, max_length=16), core_schema.uuid_schema()]
+)
+_UUID_OR_NIL = core_schema.nullable_schema(_UUID)
+_check_header = SchemaValidator(
+    core_schema.tuple_schema(
+        [
+            _STR,  # recipient
+            _STR,  # type_name
+            _POSITIVE,  # type_version
+            _UUID,  # message_id
+            _STR_OR_NIL,  # sender
+            _UUID_OR_NIL,  # correlation_id
+            _UUID_OR_NIL,  # causation_id
+            _STR_OR_NIL,  # traceparent
+            _STR_OR_NIL,  # tracestate
+            _FLOAT,  # created_at
+            core_schema.nullable_schema(_FLOAT),  # deadline
+            _POSITIVE,  # attempt
+            core_schema.dict_schema(_STR, _STR, strict=True),  # headers
+        ]
+    )
+).validate_python
+_texts_get = ADDRESS_TEXTS.get
 
 
 class RouteInfo(NamedTuple):
@@ -101,32 +149,39 @@ def encode_envelope(env: Envelope) -> bytes:
     # Fields read from __dict__: attribute access on a pydantic model goes through its
     # `__getattr__` hook, which costs more than the dictionary lookup.
     d = env.__dict__
+    recipient = d["recipient"]
     sender = d["sender"]
     corr = d["correlation_id"]
     caus = d["causation_id"]
     try:
-        header = _packb(
-            (
-                str(d["recipient"]),
-                d["type_name"],
-                d["type_version"],
-                d["message_id"].int.to_bytes(16, "big"),
-                None if sender is None else str(sender),
-                None if corr is None else corr.int.to_bytes(16, "big"),
-                None if caus is None else caus.int.to_bytes(16, "big"),
-                d["traceparent"],
-                d["tracestate"],
-                d["created_at"],
-                d["deadline"],
-                d["attempt"],
-                d["headers"],
-            )
-        )
+        # Address strings from the identity memo (addresses made by parse_address are in it).
+        hit = _texts_get(id(recipient))
+        recipient = hit[1] if hit is not None and hit[0] is recipient else address_text(recipient)
+        if sender is not None:
+            hit = _texts_get(id(sender))
+            sender = hit[1] if hit is not None and hit[0] is sender else address_text(sender)
+        header = [
+            recipient,
+            d["type_name"],
+            d["type_version"],
+            d["message_id"].int.to_bytes(16, "big"),
+            sender,
+            None if corr is None else corr.int.to_bytes(16, "big"),
+            None if caus is None else caus.int.to_bytes(16, "big"),
+            d["traceparent"],
+            d["tracestate"],
+            d["created_at"],
+            d["deadline"],
+            d["attempt"],
+            d["headers"],
+        ]
+        try:
+            packed = _pack_strict(header)
+        except TypeError:
+            packed = _packb(header)
     except Exception as exc:
         raise SerializationError(f"cannot serialize envelope {env.message_id}: {exc}") from exc
-    return b"".join(
-        (_pack_header(MAGIC, FORMAT_VERSION, 0, len(header), len(payload)), header, payload)
-    )
+    return b"".join((_pack_lead(_LEAD, len(packed), len(payload)), packed, payload))
 
 
 def _frame(data: bytes, max_bytes: int) -> tuple[int, int] | DecodeFailure:
@@ -299,144 +354,189 @@ def decode_envelope(
     is a failure now; with `validate=False` it is validated on first access of
     `Envelope.payload` (use `Envelope.try_payload()` to keep that non-raising).
     """
+    # The fast path, checks inlined, takes the shapes the encoder writes. At the first thing
+    # it does not expect it hands over to `_decode_checked`, which checks everything again
+    # and says what is wrong, so it never has to explain anything itself.
     try:
         if type(data) is not bytes:
             data = bytes(data)
-        # Fast path first, checks inlined; anything unusual is classified by the slow path.
         n = len(data)
-        header: Any = None
-        if HEADER_SIZE <= n <= max_bytes:
-            magic, version, flags, h_len, p_len = _unpack_header(data)
-            header_end = HEADER_SIZE + h_len
-            end = header_end + p_len
-            if magic == MAGIC and version == FORMAT_VERSION and not flags and n == end:
-                try:
-                    header = _unpackb(data[HEADER_SIZE:header_end])
-                except Exception:
-                    header = None
-                if (
-                    type(header) is not list
-                    or len(header) != _HEADER_ITEMS
-                    or type(header[0]) is not str
-                    or type(header[1]) is not str
-                    or type(header[2]) is not int
-                    or header[2] < 1
-                ):
-                    header = None
-                else:
-                    try:
-                        recipient_address = parse_address(header[0])
-                    except Exception:
-                        header = None
-        if header is None:
-            frame = _frame(data, max_bytes)
-            if type(frame) is DecodeFailure:
-                return frame
-            header_end, end = frame  # type: ignore[misc]
-            header = _header(data, header_end)
-            if type(header) is DecodeFailure:
-                return header
-            recipient_address = parse_address(header[0])  # type: ignore[index]
-        (
-            recipient,
-            type_name,
-            type_version,
-            mid,
-            sender,
-            corr,
-            caus,
-            traceparent,
-            tracestate,
-            created_at,
-            deadline,
-            attempt,
-            headers,
-        ) = header  # type: ignore[misc]
-        # The common shapes checked inline; _check_meta says what is wrong with the others.
-        if not (
-            type(mid) is bytes
-            and len(mid) == 16
-            and (corr is None or (type(corr) is bytes and len(corr) == 16))
-            and (caus is None or (type(caus) is bytes and len(caus) == 16))
-            and (traceparent is None or type(traceparent) is str)
-            and (tracestate is None or type(tracestate) is str)
-            and type(created_at) is float
-            and (deadline is None or type(deadline) is float)
-            and type(attempt) is int
-            and attempt >= 1
-            and type(headers) is dict
-            and (not headers or _all_str(headers))
-        ):
-            problem = _check_meta(header)  # type: ignore[arg-type]
-            if problem is not None:
-                return DecodeFailure(_MAL, problem, data, type_name, type_version, recipient)
-        if sender is not None:
-            try:
-                sender = parse_address(sender)
-            except Exception as exc:
-                return DecodeFailure(_MAL, str(exc), data, type_name, type_version, recipient)
-        if deadline is not None and deadline <= (time.time() if now is None else now):
-            return DecodeFailure(
-                DeadLetterReason.EXPIRED,
-                f"deadline {deadline} passed before delivery (attempt {attempt})",
-                data,
+        if not HEADER_SIZE <= n <= max_bytes:
+            return _decode_checked(data, max_bytes, now, registry, validate)
+        lead, h_len, p_len = _unpack_lead(data)
+        header_end = HEADER_SIZE + h_len
+        if lead != _LEAD or n != header_end + p_len:
+            return _decode_checked(data, max_bytes, now, registry, validate)
+        try:
+            header = _unpackb(data[HEADER_SIZE:header_end])
+            (
+                recipient,
                 type_name,
                 type_version,
-                recipient,
-            )
-        raw = data[header_end:end]
+                message_id,
+                sender,
+                corr,
+                caus,
+                traceparent,
+                tracestate,
+                created_at,
+                deadline,
+                attempt,
+                headers,
+            ) = _check_header(header)
+            recipient_address = parse_address(recipient)
+            if sender is not None:
+                sender = parse_address(sender)
+        except Exception:
+            return _decode_checked(data, max_bytes, now, registry, validate)
+        if deadline is not None and deadline <= (time.time() if now is None else now):
+            return _expired(data, header)
         reg = default_registry if registry is None else registry
         resolved = reg._resolved.get((type_name, type_version), _MISS)
         if resolved is _MISS:
             resolved = reg.resolve(type_name, type_version)
-        payload = None
         if resolved is None:
             return _unknown_type(reg, data, type_name, type_version, recipient)
+        raw = data[header_end:]
+        payload = None
         if validate:
-            payload = None
             if not resolved.upcasters:
-                try:  # fast path; any trouble is classified by the slow path below
-                    payload = resolved.cls.__pydantic_validator__.validate_python(_unpackb(raw))
+                try:
+                    check = resolved.validate_python
+                    if check is None:
+                        check = _payload_validator(resolved)
+                    payload = check(_unpackb(raw))
                 except Exception:
                     payload = None
-            if payload is None:
-                result = validate_payload_bytes(raw, type_name, type_version, reg, recipient, data)
-                if type(result) is DecodeFailure:
-                    return result
-                payload = result
-        message_id = _new(UUID)
-        _setattr(message_id, "int", _from_bytes(mid, "big"))
-        _setattr(message_id, "is_safe", _SAFE)
-        if corr is not None:
-            corr_id = _new(UUID)
-            _setattr(corr_id, "int", _from_bytes(corr, "big"))
-            _setattr(corr_id, "is_safe", _SAFE)
-            corr = corr_id
-        if caus is not None:
-            caus_id = _new(UUID)
-            _setattr(caus_id, "int", _from_bytes(caus, "big"))
-            _setattr(caus_id, "is_safe", _SAFE)
-            caus = caus_id
-        fields = {
-            "message_id": message_id,
-            "type_name": type_name,
-            "type_version": type_version,
-            "recipient": recipient_address,
-            "sender": sender,
-            "correlation_id": corr,
-            "causation_id": caus,
-            "traceparent": traceparent,
-            "tracestate": tracestate,
-            "created_at": float(created_at),
-            "deadline": None if deadline is None else float(deadline),
-            "attempt": attempt,
-            "headers": headers,
-        }
-        private = {"_payload": payload, "_raw": raw, "_wire": data, "_registry": registry}
-        env = trusted_model(Envelope, fields, private=private)
+            if payload is None:  # upcasters to run, or something to explain
+                payload = validate_payload_bytes(raw, type_name, type_version, reg, recipient, data)
+                if type(payload) is DecodeFailure:
+                    return payload
+        # `trusted_model`, inlined: every field was checked above.
+        env: Envelope = _new(Envelope)
+        _setattr(
+            env,
+            "__dict__",
+            {
+                "message_id": message_id,
+                "type_name": type_name,
+                "type_version": type_version,
+                "recipient": recipient_address,
+                "sender": sender,
+                "correlation_id": corr,
+                "causation_id": caus,
+                "traceparent": traceparent,
+                "tracestate": tracestate,
+                "created_at": created_at,
+                "deadline": deadline,
+                "attempt": attempt,
+                "headers": headers,
+            },
+        )
+        _setattr(env, "__pydantic_fields_set__", _ALL_FIELDS)
+        _setattr(env, "__pydantic_extra__", None)
+        _setattr(
+            env,
+            "__pydantic_private__",
+            {"_payload": payload, "_raw": raw, "_wire": data, "_registry": registry},
+        )
         return env
     except Exception as exc:  # a bug of ours must not stop the job either
         return _internal_failure(data, exc)
+
+
+def _decode_checked(
+    data: bytes,
+    max_bytes: int,
+    now: float | None,
+    registry: MessageRegistry | None,
+    validate: bool,
+) -> Envelope | DecodeFailure:
+    """`decode_envelope` with every check spelled out, naming what is wrong.
+
+    Also takes what the fast path leaves out: ints for the timestamps, upcasters, payloads
+    with fields the reader does not know.
+    """
+    frame = _frame(data, max_bytes)
+    if type(frame) is DecodeFailure:
+        return frame
+    header_end, end = frame  # type: ignore[misc]
+    header = _header(data, header_end)
+    if type(header) is DecodeFailure:
+        return header
+    recipient_address = parse_address(header[0])  # type: ignore[index]
+    (
+        recipient,
+        type_name,
+        type_version,
+        mid,
+        sender,
+        corr,
+        caus,
+        traceparent,
+        tracestate,
+        created_at,
+        deadline,
+        attempt,
+        headers,
+    ) = header  # type: ignore[misc]
+    problem = _check_meta(header)  # type: ignore[arg-type]
+    if problem is not None:
+        return DecodeFailure(_MAL, problem, data, type_name, type_version, recipient)
+    if sender is not None:
+        try:
+            sender = parse_address(sender)
+        except Exception as exc:
+            return DecodeFailure(_MAL, str(exc), data, type_name, type_version, recipient)
+    if deadline is not None and deadline <= (time.time() if now is None else now):
+        return _expired(data, header)  # type: ignore[arg-type]
+    raw = data[header_end:end]
+    reg = default_registry if registry is None else registry
+    if reg.resolve(type_name, type_version) is None:
+        return _unknown_type(reg, data, type_name, type_version, recipient)
+    payload = None
+    if validate:
+        result = validate_payload_bytes(raw, type_name, type_version, reg, recipient, data)
+        if type(result) is DecodeFailure:
+            return result
+        payload = result
+    fields = {
+        "message_id": uuid_from_bytes(mid),
+        "type_name": type_name,
+        "type_version": type_version,
+        "recipient": recipient_address,
+        "sender": sender,
+        "correlation_id": None if corr is None else uuid_from_bytes(corr),
+        "causation_id": None if caus is None else uuid_from_bytes(caus),
+        "traceparent": traceparent,
+        "tracestate": tracestate,
+        "created_at": float(created_at),
+        "deadline": None if deadline is None else float(deadline),
+        "attempt": attempt,
+        "headers": headers,
+    }
+    private = {"_payload": payload, "_raw": raw, "_wire": data, "_registry": registry}
+    return trusted_model(Envelope, fields, private=private)
+
+
+def _payload_validator(resolved: _Resolved) -> Callable[[Any], BaseModel]:
+    """The payload class's `validate_python`, kept in `resolved` once the class is complete."""
+    cls = resolved.cls
+    check: Callable[[Any], BaseModel] = cls.__pydantic_validator__.validate_python  # type: ignore[assignment]
+    if cls.__pydantic_complete__:
+        resolved.validate_python = check
+    return check
+
+
+def _expired(data: bytes, header: list[Any]) -> DecodeFailure:
+    return DecodeFailure(
+        DeadLetterReason.EXPIRED,
+        f"deadline {header[10]} passed before delivery (attempt {header[11]})",
+        data,
+        header[1],
+        header[2],
+        header[0],
+    )
 
 
 def _unknown_type(
@@ -453,16 +553,6 @@ def _unknown_type(
         type_version,
         recipient,
     )
-
-
-def _all_str(headers: dict[object, object]) -> bool:
-    """True when every key and value is a str (`str.join` checks that in C)."""
-    try:
-        "".join(headers)  # type: ignore[arg-type]
-        "".join(headers.values())  # type: ignore[arg-type]
-    except TypeError:
-        return False
-    return True
 
 
 def _check_meta(header: list[object]) -> str | None:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from protocols import AgentAddress, TopicAddress, UserError, parse_address
+from protocols.addresses import address_text
 
 agent_types = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,20}", fullmatch=True)
 keys = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
@@ -105,3 +106,10 @@ def test_parse_raises_only_user_error(text: str) -> None:
     except UserError:
         return
     assert str(result) == text
+
+
+def test_address_text_is_the_canonical_string() -> None:
+    built = AgentAddress("support", "k/1")  # not made by parse_address
+    assert address_text(built) == "support/k/1" == str(built)
+    assert address_text(built) is address_text(built)
+    assert address_text(parse_address("topic:t")) == "topic:t"

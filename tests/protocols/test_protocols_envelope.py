@@ -139,3 +139,10 @@ def test_a_failed_encode_leaves_the_shared_packer_clean() -> None:
     env = Envelope.wrap(InputEvent(1), recipient="a/b")
     decoded = decode_envelope(encode_envelope(env))
     assert isinstance(decoded, Envelope) and decoded == env
+
+
+def test_a_header_field_of_the_wrong_type_raises_serialization_error() -> None:
+    env = Envelope.wrap(InputEvent(1), recipient="a/b")
+    bad = env.model_copy(update={"message_id": "not a uuid"})  # model_copy does not validate
+    with pytest.raises(SerializationError, match="cannot serialize envelope"):
+        encode_envelope(bad)

@@ -114,6 +114,37 @@ def test_kafka_record_layout() -> None:
     assert isinstance(missing, DecodeFailure) and missing.reason is DeadLetterReason.MALFORMED
 
 
+def test_int_timestamps_from_other_writers_decode_as_floats() -> None:
+    data = read_vector("chat_request")
+    h_len = struct.unpack_from(">I", data, 4)[0]
+    header = msgpack.unpackb(data[12 : 12 + h_len])
+    header[9], header[10] = 1767225600, 4102444800  # the format allows any int there
+    env = _decoded(_with_header(data, header))
+    assert type(env.created_at) is float and env.created_at == 1767225600.0
+    assert type(env.deadline) is float and env.deadline == 4102444800.0
+
+
+def test_decoded_envelopes_share_no_mutable_state() -> None:
+    data = read_vector("chat_request")
+    first, second = _decoded(data), _decoded(data)
+    assert first.model_fields_set == set(Envelope.model_fields)
+    retry = first.next_attempt()
+    assert retry.attempt == 3 and first.attempt == 2
+    assert first.model_fields_set == second.model_fields_set == set(Envelope.model_fields)
+    assert first.headers is not second.headers
+
+
+def test_builtin_subclasses_in_the_header_encode_like_their_base() -> None:
+    class Text(str):
+        pass
+
+    env = ENVELOPES["chat_request"]()
+    odd = env.model_copy(
+        update={"type_name": Text(env.type_name), "headers": {Text("tenant"): Text("acme")}}
+    )
+    assert encode_envelope(odd) == encode_envelope(env)
+
+
 def test_accepts_bytearray_and_memoryview() -> None:
     data = read_vector("chat_request")
     assert _decoded(bytearray(data)) == _decoded(memoryview(data))  # type: ignore[arg-type]
