@@ -77,11 +77,16 @@ def _cpu_s(pids: list[int]) -> float:
 
 
 def run_bridge(
-    latency_ms: float, seconds: float, pool_size: int, transport: str = "channel"
+    latency_ms: float,
+    seconds: float,
+    pool_size: int,
+    transport: str = "channel",
+    busy_tick_ms: float = 1.0,
 ) -> dict[str, float]:
     """Submit from this thread (blocking at W in flight) and poll; calls/s after a warm-up."""
     config = BridgeConfig(
         max_in_flight=W,
+        busy_tick_ms=busy_tick_ms,
         pools={
             EffectKind.MODEL: PoolConfig(size=pool_size, max_concurrency=64, transport=transport)
         },
@@ -242,6 +247,12 @@ def main() -> None:
         default=3,
         help="worker actors (3: measured 89-92%% of the bound at 50 ms, 2: 87-90%%)",
     )
+    parser.add_argument(
+        "--busy-tick-ms",
+        type=float,
+        default=BridgeConfig.busy_tick_ms,
+        help="BridgeConfig.busy_tick_ms (0: submit wakes the bridge thread for every batch)",
+    )
     parser.add_argument("--naive-records", type=int, default=2000)
     parser.add_argument("--budget-s", type=float, default=88.0, help="whole-run bound")
     parser.add_argument("--skip-flink", action="store_true")
@@ -272,7 +283,7 @@ def main() -> None:
         # Ray prestarts idle worker processes that spend the first seconds importing: measured
         # without this, whichever figure came first lost 10-20% on a loaded machine.
         time.sleep(args.settle_s)
-        r50 = run_bridge(LATENCY_MS, args.seconds, args.pool_size)
+        r50 = run_bridge(LATENCY_MS, args.seconds, args.pool_size, busy_tick_ms=args.busy_tick_ms)
         bound = W / (LATENCY_MS / 1000.0)
         print(
             f"bridge 50 ms, W={W}: {r50['calls_per_s']:.0f} calls/s "
@@ -280,7 +291,7 @@ def main() -> None:
             f"{r50['cpu_us_per_call']:.0f} CPU us/call",
             flush=True,
         )
-        r0 = run_bridge(0.0, args.seconds, args.pool_size)
+        r0 = run_bridge(0.0, args.seconds, args.pool_size, busy_tick_ms=args.busy_tick_ms)
         print(
             f"bridge 0 ms, W={W}: {r0['calls_per_s']:.0f} calls/s, "
             f"{r0['cpu_us_per_call']:.0f} CPU us/call",
