@@ -405,11 +405,8 @@ class RayBridge:
                         _failed(
                             r,
                             ConfigError,
-                            f"config 'pools': no pool for kind {kind.value!r} (pools: "
-                            f"{sorted(k.value for k in self._pools)}); add EffectKind."
-                            f"{kind.name} to BridgeConfig.pools (an agent job starts pools "
-                            "only for what its workflow declares: @model, @tool, "
-                            "@mcp_server, context sources)",
+                            f"config 'pools': no pool for kind {kind.value!r}; "
+                            f"add EffectKind.{kind.name} to BridgeConfig.pools",
                         )
                         for r in requests
                     ]

@@ -12,16 +12,7 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel
 
-from actors import (
-    ChatMessage,
-    InputEvent,
-    OutputEvent,
-    Workflow,
-    context_source,
-    model,
-    step,
-    tool,
-)
+from actors import ChatMessage, InputEvent, OutputEvent, Workflow, model, step, tool
 from actors.engine import AgentEngine
 from actors.models.base import ChatModel, ChatResult, ToolSchema
 from protocols.events import Event
@@ -240,39 +231,3 @@ def test_an_unbounded_input_sets_no_drain_timer() -> None:
     _run_all(harness, inputs)
     _check(inputs, harness.outputs)
     assert harness.event_timers == set()
-
-
-class _Plain(Workflow):
-    @step(InputEvent)
-    def echo(event, state, ctx):  # noqa: N805 - the proposal's step form
-        ctx.send_event(OutputEvent(event.input))
-
-
-class _Searching(Workflow):
-    @context_source
-    @staticmethod
-    def kb():
-        return lambda payload: [payload["query"]]
-
-    @tool
-    @staticmethod
-    def shout(text: str) -> str:
-        """Shout.
-
-        Args:
-            text: what to shout.
-        """
-        return text.upper()
-
-    @step(InputEvent)
-    def ask(event, state, ctx):  # noqa: N805 - the proposal's step form
-        ctx.send_event(OutputEvent(ctx.search("kb", event.input)))
-
-
-def test_a_job_starts_worker_pools_only_for_what_its_workflow_declares() -> None:
-    from actors.effects import EffectKind
-    from flink_bridge.operator import pool_kinds
-
-    assert pool_kinds(AgentEngine(_Searching()).compiled) == [EffectKind.TOOL, EffectKind.CONTEXT]
-    assert pool_kinds(AgentEngine(_Plain()).compiled) == [EffectKind.MODEL]  # a bridge needs one
-    assert pool_kinds(AgentEngine(Planner()).compiled) == [EffectKind.MODEL, EffectKind.TOOL]
