@@ -81,7 +81,7 @@ def run_bridge(
     seconds: float,
     pool_size: int,
     transport: str = "channel",
-    busy_tick_ms: float = 1.0,
+    busy_tick_ms: float = 0.0,
 ) -> dict[str, float]:
     """Submit from this thread (blocking at W in flight) and poll; calls/s after a warm-up."""
     config = BridgeConfig(

@@ -532,7 +532,7 @@ class RayBridge:
         results = [result for seq, result in items if calls.pop(seq, None) is not None]
         pool.outstanding[index] -= len(results)
         self._complete(results)
-        if self._pending and not self.config.batch_window_ms:
+        if self._pending and self.config.busy_tick_ms and not self.config.batch_window_ms:
             self._flush()  # calls submitted while this bridge was busy (see `_enqueue`)
 
     def _on_channel_closed(
