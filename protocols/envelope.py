@@ -83,6 +83,15 @@ _pack = msgpack.Packer().pack
 _pack_strict = msgpack.Packer(strict_types=True).pack
 
 
+def pack_msgpack(data: Any) -> bytes:
+    """msgpack bytes of `data`: the strict Packer, or the plain one for what it refuses
+    (same bytes for the same values)."""
+    try:
+        return _pack_strict(data)  # type: ignore[no-any-return]
+    except TypeError:
+        return _pack(data)  # type: ignore[no-any-return]
+
+
 _TO_PYTHON: dict[type[BaseModel], Callable[..., Any]] = {}
 """`cls.__pydantic_serializer__.to_python` per complete message class: reading a class
 attribute of a pydantic model goes through its metaclass hook, a dictionary lookup doesn't."""
@@ -107,10 +116,7 @@ def dump_payload(payload: BaseModel) -> bytes:
         if to_python is None:
             to_python = _to_python_of(type(payload))
         data = to_python(payload, mode="json", by_alias=True, exclude_defaults=True)
-        try:
-            return _pack_strict(data)  # type: ignore[no-any-return]
-        except TypeError:
-            return _pack(data)  # type: ignore[no-any-return]
+        return pack_msgpack(data)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize payload {type(payload).__qualname__!r}: {exc}"

@@ -30,13 +30,18 @@ from pydantic import BaseModel
 from pydantic_core import SchemaValidator, core_schema
 
 from protocols.addresses import (
-    ADDRESS_TEXTS,
     AgentAddress,
     TopicAddress,
     address_text,
     parse_address,
 )
-from protocols.envelope import Envelope, EnvelopeHeader, dump_payload, validate_payload_bytes
+from protocols.envelope import (
+    Envelope,
+    EnvelopeHeader,
+    dump_payload,
+    pack_msgpack,
+    validate_payload_bytes,
+)
 from protocols.errors import SerializationError
 from protocols.failures import DeadLetterReason, DecodeFailure
 from protocols.ids import uuid_from_bytes
@@ -65,13 +70,7 @@ _MAL = DeadLetterReason.MALFORMED
 _new = object.__new__
 _setattr = object.__setattr__
 _unpackb = msgpack.unpackb
-# Shared Packers: `msgpack.packb` builds a new Packer per call, which costs more than packing
-# a header. Sharing is safe under the GIL because `pack` runs in C without calling back into
-# Python (no `default` hook) and resets its buffer after each call. The strict one packs only
-# exact builtin types (lists, not tuples), which is faster; `_packb` takes what it refuses
-# (str subclasses and the like), with the same bytes for the same values.
-_packb = msgpack.Packer().pack
-_pack_strict = msgpack.Packer(strict_types=True).pack
+# Headers are packed by `protocols.envelope.pack_msgpack` (shared Packers, see there).
 _unpack_header = _HEADER.unpack_from
 _LEAD_STRUCT = struct.Struct(">4sII")
 _unpack_lead = _LEAD_STRUCT.unpack_from
@@ -115,7 +114,6 @@ _check_header = SchemaValidator(
         ]
     )
 ).validate_python
-_texts_get = ADDRESS_TEXTS.get
 
 
 class RouteInfo(NamedTuple):
@@ -155,11 +153,9 @@ def encode_envelope(env: Envelope) -> bytes:
     caus = d["causation_id"]
     try:
         # Address strings from the identity memo (addresses made by parse_address are in it).
-        hit = _texts_get(id(recipient))
-        recipient = hit[1] if hit is not None and hit[0] is recipient else address_text(recipient)
+        recipient = address_text(recipient)
         if sender is not None:
-            hit = _texts_get(id(sender))
-            sender = hit[1] if hit is not None and hit[0] is sender else address_text(sender)
+            sender = address_text(sender)
         header = [
             recipient,
             d["type_name"],
@@ -175,10 +171,7 @@ def encode_envelope(env: Envelope) -> bytes:
             d["attempt"],
             d["headers"],
         ]
-        try:
-            packed = _pack_strict(header)
-        except TypeError:
-            packed = _packb(header)
+        packed = pack_msgpack(header)
     except Exception as exc:
         raise SerializationError(f"cannot serialize envelope {env.message_id}: {exc}") from exc
     return b"".join((_pack_lead(_LEAD, len(packed), len(payload)), packed, payload))
