@@ -73,6 +73,7 @@ __all__ = ["DRAIN_AT", "AgentProcessFunction", "OperatorOptions"]
 logger = logging.getLogger("flink_actors.flink_bridge")
 
 DRAIN_AT = 2**63 - 2  # Long.MAX_VALUE - 1: fires on the final watermark of a bounded input
+DRAIN_REPORT_AFTER_S = 10.0  # a drain waiting longer logs where its calls are
 ERRORS_TAG_NAME = "agent-errors"
 
 
@@ -600,6 +601,19 @@ class AgentProcessFunction:
 
     # -- results --------------------------------------------------------------------------
 
+    def _report_slow_drain(self, key: Any, live: _LiveTurn, waited_s: float) -> None:
+        """Say where a drain's missing results are: which calls the turn waits for, whether
+        the operator still routes them, and the bridge's own account of its calls."""
+        snapshot = getattr(self.bridge, "snapshot", None)
+        message = (
+            f"agent {key!r}: drain has waited {waited_s:.0f} s for calls "
+            f"{sorted(live.in_flight)} (routed: "
+            f"{sorted(c for c in live.in_flight if c in self.route)}, arrived: "
+            f"{len(self.arrived.get(key, ()))}); bridge: "
+            f"{snapshot() if snapshot is not None else 'n/a'}"
+        )
+        logger.warning("%s", message)
+
     def _stash(self, results: list[EffectResult]) -> None:
         now = time.monotonic()
         for result in results:
@@ -682,16 +696,22 @@ class AgentProcessFunction:
 
     def _drain(self, key: Any, ctx: Any) -> Iterator[Any]:
         """End of a bounded input: finish this key's turns before the job ends."""
-        deadline = time.monotonic() + self.options.drain_timeout_s
+        started = time.monotonic()
+        deadline = started + self.options.drain_timeout_s
+        reported = False
         while True:
             self._collect()
             live = self._live_turn(key)
             if live is None:
                 return
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 logger.error("agent %r: drain timed out with a turn in progress", key)
                 return
             if self.arrived.get(key) or not live.in_flight:
                 yield from self._advance(key, live, ctx)
                 continue
+            if not reported and now - started > DRAIN_REPORT_AFTER_S:
+                reported = True
+                self._report_slow_drain(key, live, now - started)
             self._stash(self.bridge.wait(0.05))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flink_bridge.ray_pool._bridge import BridgeState, RayBridge
 from flink_bridge.ray_pool._config import BridgeConfig, PoolConfig
-from flink_bridge.ray_pool._connect import connect_ray, real_std_streams
+from flink_bridge.ray_pool._connect import connect_ray, real_std_streams, release_ray
 from flink_bridge.ray_pool._pool import WorkerPool
 from flink_bridge.ray_pool._worker import EffectWorker, ExecutorFactory
 
@@ -21,4 +21,5 @@ __all__ = [
     "WorkerPool",
     "connect_ray",
     "real_std_streams",
+    "release_ray",
 ]

@@ -53,7 +53,7 @@ from typing import Any
 from actors.effects import EffectError, EffectKind, EffectRequest, EffectResult
 from flink_bridge.ray_pool._channel import ChannelClient
 from flink_bridge.ray_pool._config import BridgeConfig
-from flink_bridge.ray_pool._connect import connect_ray
+from flink_bridge.ray_pool._connect import connect_ray, release_ray
 from flink_bridge.ray_pool._pool import WorkerPool
 from flink_bridge.ray_pool._worker import ExecutorFactory
 from flink_bridge.thread_names import name_this_thread
@@ -121,7 +121,7 @@ class RayBridge:
         self.config = config or BridgeConfig()
         self._factory = executor_factory
         self._state = BridgeState.NEW
-        self._owns_ray = False
+        self._holds_ray = False
         self._pools: dict[EffectKind, WorkerPool] = {}
         self._slots = threading.Semaphore(self.config.max_in_flight)
         self._cond = threading.Condition()
@@ -159,13 +159,14 @@ class RayBridge:
         import ray
 
         cfg = self.config
-        self._owns_ray = connect_ray(
+        connect_ray(
             address=cfg.ray_address,
             namespace=cfg.namespace,
             num_cpus=cfg.num_cpus,
             log_to_driver=cfg.log_to_driver,
             connect_timeout_s=cfg.connect_timeout_s,
         )
+        self._holds_ray = True
         ready: list[Any] = []
         for kind, pool_cfg in cfg.pools.items():
             pool = WorkerPool(
@@ -204,7 +205,8 @@ class RayBridge:
         )
 
     def close(self) -> None:
-        """Stop the bridge thread and the actors it created; shut Ray down if it started it.
+        """Stop the bridge thread and the actors it created; shut Ray down if it started it and
+        no other bridge of this process still uses it.
 
         Calls still in flight are abandoned: drain them with `wait()` first.
         """
@@ -220,11 +222,9 @@ class RayBridge:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
         self._stop_pools()
-        if self._owns_ray:
-            import ray
-
-            ray.shutdown()
-            self._owns_ray = False
+        if self._holds_ray:
+            self._holds_ray = False
+            release_ray()  # Ray stays up while another bridge of this process uses it
 
     def __enter__(self) -> RayBridge:
         self.start()
@@ -300,6 +300,30 @@ class RayBridge:
         if (before == 0 and idle) or after // batch_max > before // batch_max:
             assert self._loop is not None and self._wake is not None
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Where every call not yet returned is (for a drain that waits too long): queued for
+        the bridge thread, sent on a channel link (per link), waiting for a link to re-open,
+        and each pool's outstanding counts. Read without locks: a diagnostic, not a contract."""
+        links = {
+            f"{kind.value}:{index}": {
+                "sent": len(link.client.pending) if link.client is not None else None,
+                "closed": link.client.closed if link.client is not None else None,
+                "waiting": sum(len(b) for b, _ in link.waiting),
+                "reconnecting": link.reconnecting,
+            }
+            for (kind, index), link in list(self._links.items())
+        }
+        return {
+            "state": self._state.value,
+            "in_flight": self._in_flight,
+            "queued": len(self._pending),
+            "completed_unpolled": len(self._completed),
+            "ray_call_tasks": len(self._tasks),
+            "links": links,
+            "outstanding": {k.value: list(p.outstanding) for k, p in self._pools.items()},
+            "thread_alive": self._thread is not None and self._thread.is_alive(),
+        }
 
     def poll(self) -> list[EffectResult]:
         """Completed results, each returned exactly once; never blocks."""

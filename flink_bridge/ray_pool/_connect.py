@@ -29,7 +29,7 @@ from typing import IO
 
 from protocols.errors import ConfigError
 
-__all__ = ["connect_ray", "real_std_streams"]
+__all__ = ["connect_ray", "real_std_streams", "release_ray"]
 
 logger = logging.getLogger("flink_actors.flink_bridge.ray_pool")
 # Two agent operators in one TaskManager open their bridges at the same time; two concurrent
@@ -140,6 +140,20 @@ def _local_only_mode() -> None:
         constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]
 
 
+class _Holders:
+    """Who holds the Ray connection of this process (guarded by `_INIT_LOCK`).
+
+    Several bridges share one Ray per process (a TaskManager runs every agent operator of a job
+    in one interpreter). The one whose `connect_ray` happened to start Ray must not shut it down
+    while another still uses it: that kills the other's worker actors (they are owned by this
+    driver) and its calls never come back (seen: a bounded job whose Table pipeline ended first
+    left its DataStream pipeline's drain waiting for results).
+    """
+
+    count = 0
+    started = False  # Ray in this process was initialised by connect_ray
+
+
 def connect_ray(
     *,
     address: str | None,
@@ -148,15 +162,37 @@ def connect_ray(
     log_to_driver: bool,
     connect_timeout_s: float,
 ) -> bool:
-    """Initialise Ray in this process unless it already is. Returns True if this call did it
-    (so the caller owns the shutdown)."""
+    """Initialise Ray in this process unless it already is, and hold it until `release_ray`.
+
+    Returns True if this call initialised it. Every call must be matched by one `release_ray`;
+    the last release of a Ray that `connect_ray` started shuts it down.
+    """
     if address is None:
         _local_only_mode()
     else:
         _check_head(address, connect_timeout_s)
         _enable_token_auth()
     with _INIT_LOCK:
-        return _init_ray(address, namespace, num_cpus, log_to_driver)
+        started = _init_ray(address, namespace, num_cpus, log_to_driver)
+        if started:  # a Ray shut down behind our back leaves no holders
+            _Holders.count, _Holders.started = 0, True
+        _Holders.count += 1
+        return started
+
+
+def release_ray() -> None:
+    """Let go of a `connect_ray` hold. Shuts Ray down when the last holder of a Ray that
+    `connect_ray` started lets go; a Ray initialised by someone else is left running."""
+    with _INIT_LOCK:
+        if _Holders.count == 0:
+            return
+        _Holders.count -= 1
+        if _Holders.count or not _Holders.started:
+            return
+        _Holders.started = False
+        import ray
+
+        ray.shutdown()
 
 
 def _init_ray(

@@ -231,3 +231,29 @@ def test_an_unbounded_input_sets_no_drain_timer() -> None:
     _run_all(harness, inputs)
     _check(inputs, harness.outputs)
     assert harness.event_timers == set()
+
+
+def test_a_slow_drain_says_which_calls_it_waits_for(monkeypatch, caplog) -> None:
+    """A drain that waits longer than DRAIN_REPORT_AFTER_S logs, once per key, the calls its
+    turn waits for, whether the operator still routes them, and the bridge's account."""
+    from flink_bridge import operator
+
+    monkeypatch.setattr(operator, "DRAIN_REPORT_AFTER_S", 0.0)
+    CALLS.clear()
+    inputs = _inputs(keys=2, per_key=1)
+    harness = KeyedHarness(AgentEngine(Planner()))
+    try:
+        with caplog.at_level("WARNING", logger="flink_actors.flink_bridge"):
+            for key, value in inputs:
+                harness.process(key, value)
+            harness.end_of_input()
+    finally:
+        harness.close()
+    _check(inputs, harness.outputs)
+    reports = [r.getMessage() for r in caplog.records if "drain has waited" in r.getMessage()]
+    assert reports and len(reports) <= len(inputs), reports
+    for report in reports:
+        key = report.split("'")[1]
+        call_ids = report.split(" for calls ")[1].split(" (routed: ")[0]
+        assert call_ids.startswith(f"['{key}@1/"), report  # the waiting turn's own calls
+        assert f"routed: {call_ids}" in report and "bridge: " in report

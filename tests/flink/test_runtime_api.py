@@ -26,14 +26,6 @@ from tests.flink.jobs.counting_openai import MARKER
 from tests.servers.fixtures import read_stats, start_line_server
 
 ROOT = Path(__file__).resolve().parents[2]
-# With Ray effects the end-of-input drain of this bounded job sometimes waits forever for some
-# results (py-spy: the task thread in _drain on RayBridge.wait, the bridge thread idle), and
-# the job ends after the drain timeout with outputs missing: 9 runs in session 4, 4 passed and
-# 5 failed, all failures in its last hour (busy_tick_ms on and off). Run it with the variable.
-RAY_IN_TM = pytest.mark.skipif(
-    os.environ.get("FLINK_ACTORS_TEST_RAY_IN_TM") != "1",
-    reason="the drain of a bounded job with Ray effects sometimes hangs (see the comment above)",
-)
 JOB_FILE = ROOT / "tests" / "flink" / "jobs" / "runtime_api_job.py"
 
 
@@ -44,7 +36,7 @@ def _result_line(output: str) -> dict:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("effects", ["in-process", pytest.param("ray", marks=RAY_IN_TM)])
+@pytest.mark.parametrize("effects", ["in-process", "ray"])
 def test_datastream_and_table_api_through_flink(request, effects: str) -> None:
     if effects == "ray":
         request.getfixturevalue("ray_head")

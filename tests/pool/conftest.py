@@ -23,7 +23,7 @@ def ray_local() -> Iterator[None]:
 
     # Workers cannot import the tests directory: ship the test executors by value.
     ray.cloudpickle.register_pickle_by_value(pool_executors)
-    from flink_bridge.ray_pool import connect_ray
+    from flink_bridge.ray_pool import connect_ray, release_ray
 
     # The session's stack fixture (tests/conftest.py) may have put its head's client env in
     # os.environ; with RAY_ADDRESS set, ray.init would join that head instead of starting the
@@ -31,7 +31,7 @@ def ray_local() -> Iterator[None]:
     saved = {k: os.environ.pop(k) for k in _STACK_RAY_VARS if k in os.environ}
     try:
         # The bridge's own start-up path (loopback, no dashboard); bridges in the tests join it.
-        owns = connect_ray(
+        connect_ray(
             address=None,
             namespace="flink-actors-tests",
             num_cpus=2,
@@ -39,7 +39,6 @@ def ray_local() -> Iterator[None]:
             connect_timeout_s=5.0,
         )
         yield
-        if owns:
-            ray.shutdown()
+        release_ray()
     finally:
         os.environ.update(saved)

@@ -81,6 +81,53 @@ def test_connect_ray_works_with_pemja_like_streams() -> None:
     assert "CONNECTED" in proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.integration
+def test_bridges_of_one_process_share_the_ray_one_of_them_started() -> None:
+    """A TaskManager runs every agent operator of a job in one interpreter. The bridge that
+    started Ray closing first (its bounded input ended) must leave Ray, and the other bridge's
+    workers, running: their calls still come back, and the last close shuts Ray down."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import ray
+        from actors.effects import EffectKind, EffectRequest, EffectResult
+        from flink_bridge.ray_pool import BridgeConfig, PoolConfig, RayBridge
+
+        class Echo:
+            async def execute(self, request):
+                return EffectResult(call_id=request.call_id, value=request.payload["x"])
+
+        def bridge():
+            config = BridgeConfig(pools={EffectKind.MODEL: PoolConfig(size=1)}, num_cpus=2)
+            b = RayBridge(Echo, config=config)
+            b.start()
+            return b
+
+        def call(b, name):
+            b.submit(EffectRequest(call_id=name, kind=EffectKind.MODEL, target="m",
+                                   payload={"x": name}))
+            results = b.wait(60.0)
+            assert [r.value for r in results] == [name], results
+
+        first, second = bridge(), bridge()
+        call(first, "a")
+        call(second, "b")
+        first.close()
+        assert ray.is_initialized()
+        call(second, "c")  # its worker actor is alive and answers
+        second.close()
+        assert not ray.is_initialized()
+        sys.stderr.write("SHARED\\n")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env
+    )
+    assert "SHARED" in proc.stderr, proc.stderr[-3000:]
+
+
 def test_actors_admission_does_not_import_ray() -> None:
     code = "import sys, actors.admission; assert 'ray' not in sys.modules; print('clean')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
