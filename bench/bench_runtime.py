@@ -53,6 +53,7 @@ from bench._runtime.kafka_io import (  # noqa: E402
     PhaseResult,
     produce_burst,
     produce_paced,
+    warm_broker,
 )
 
 DEFAULT_BASELINE_PYTHON = "/work/venvs/benchrt/bin/python"
@@ -462,6 +463,12 @@ def main() -> None:
         action="store_true",
         help="our job with Flink's operator chaining off (each operator in its own task)",
     )
+    parser.add_argument(
+        "--broker-warmup-transactions",
+        type=int,
+        default=200,
+        help="transactions of 1,000 records through the broker before either side (its JIT)",
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-ours", action="store_true")
     parser.add_argument("--start-timeout", type=float, default=240.0)
@@ -483,6 +490,16 @@ def main() -> None:
     try:
         log(f"state dir {stack.root}; starting Kafka")
         stack.start_kafka()
+        if args.broker_warmup_transactions > 0:
+            stack.create_topics(["bench-warmup"])
+            took = warm_broker(
+                stack.bootstrap,
+                "bench-warmup",
+                transactions=args.broker_warmup_transactions,
+                per_transaction=1000,
+            )
+            n = args.broker_warmup_transactions
+            log(f"broker warmed up: {n} transactions x 1000 records in {took:.0f} s")
         base_env = dict(os.environ)
         base_env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), *[p for p in base_env.get("PYTHONPATH", "").split(os.pathsep) if p]]
