@@ -56,7 +56,7 @@ from typing import Any
 
 import msgpack
 
-from actors.effects import EffectRequest, EffectResult
+from actors.effects import EffectKind, EffectRequest, EffectResult
 from flink_bridge.codec import EventCodec, decode_result, encode_result
 from flink_bridge.envelopes import (
     Inbound,
@@ -200,6 +200,23 @@ def _start_in_thread(bridge: Any, *, timeout_s: float) -> None:
         )
 
 
+def pool_kinds(compiled: Any) -> list[EffectKind]:
+    """The kinds of call a workflow can make, hence the worker pools its job starts.
+
+    A Ray worker is a process of its own (~1% of a core idle, and its memory); a pool for a
+    kind the workflow declares nothing of (no @mcp_server, no context source...) would only
+    answer "unknown" to every call. A workflow that declares no model, tool, MCP server or
+    context source still gets the model pool: a bridge needs one.
+    """
+    declared = {
+        EffectKind.MODEL: compiled.models,
+        EffectKind.TOOL: compiled.tools,
+        EffectKind.MCP: compiled.mcp_servers,
+        EffectKind.CONTEXT: compiled.context_sources,
+    }
+    return [kind for kind, targets in declared.items() if targets] or [EffectKind.MODEL]
+
+
 class _EngineFactory:
     """Picklable zero-argument callable: the executor of the engine's workflow."""
 
@@ -315,7 +332,7 @@ class AgentProcessFunction:
         else:
             import os
 
-            from flink_bridge.ray_pool import BridgeConfig, RayBridge
+            from flink_bridge.ray_pool import BridgeConfig, PoolConfig, RayBridge
 
             # The head's address, token path and loopback switch (see stack.ray_head).
             os.environ.update(self.options.ray_env)
@@ -328,6 +345,7 @@ class AgentProcessFunction:
                 config=BridgeConfig(
                     max_in_flight=self.options.max_in_flight,
                     ray_address=self.options.ray_env.get("RAY_ADDRESS"),
+                    pools={kind: PoolConfig() for kind in pool_kinds(self.engine.compiled)},
                 ),
             )
         with _jvm_signal_handlers_kept():

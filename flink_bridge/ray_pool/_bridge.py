@@ -429,8 +429,11 @@ class RayBridge:
                         _failed(
                             r,
                             ConfigError,
-                            f"config 'pools': no pool for kind {kind.value!r}; "
-                            f"add EffectKind.{kind.name} to BridgeConfig.pools",
+                            f"config 'pools': no pool for kind {kind.value!r} (pools: "
+                            f"{sorted(k.value for k in self._pools)}); add EffectKind."
+                            f"{kind.name} to BridgeConfig.pools (an agent job starts pools "
+                            "only for what its workflow declares: @model, @tool, "
+                            "@mcp_server, context sources)",
                         )
                         for r in requests
                     ]

@@ -12,7 +12,16 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel
 
-from actors import ChatMessage, InputEvent, OutputEvent, Workflow, model, step, tool
+from actors import (
+    ChatMessage,
+    InputEvent,
+    OutputEvent,
+    Workflow,
+    context_source,
+    model,
+    step,
+    tool,
+)
 from actors.engine import AgentEngine
 from actors.models.base import ChatModel, ChatResult, ToolSchema
 from protocols.events import Event
@@ -257,3 +266,39 @@ def test_a_slow_drain_says_which_calls_it_waits_for(monkeypatch, caplog) -> None
         call_ids = report.split(" for calls ")[1].split(" (routed: ")[0]
         assert call_ids.startswith(f"['{key}@1/"), report  # the waiting turn's own calls
         assert f"routed: {call_ids}" in report and "bridge: " in report
+
+
+class _Plain(Workflow):
+    @step(InputEvent)
+    def echo(event, state, ctx):  # noqa: N805 - the proposal's step form
+        ctx.send_event(OutputEvent(event.input))
+
+
+class _Searching(Workflow):
+    @context_source
+    @staticmethod
+    def kb():
+        return lambda payload: [payload["query"]]
+
+    @tool
+    @staticmethod
+    def shout(text: str) -> str:
+        """Shout.
+
+        Args:
+            text: what to shout.
+        """
+        return text.upper()
+
+    @step(InputEvent)
+    def ask(event, state, ctx):  # noqa: N805 - the proposal's step form
+        ctx.send_event(OutputEvent(ctx.search("kb", event.input)))
+
+
+def test_a_job_starts_worker_pools_only_for_what_its_workflow_declares() -> None:
+    from actors.effects import EffectKind
+    from flink_bridge.operator import pool_kinds
+
+    assert pool_kinds(AgentEngine(_Searching()).compiled) == [EffectKind.TOOL, EffectKind.CONTEXT]
+    assert pool_kinds(AgentEngine(_Plain()).compiled) == [EffectKind.MODEL]  # a bridge needs one
+    assert pool_kinds(AgentEngine(Planner()).compiled) == [EffectKind.MODEL, EffectKind.TOOL]
