@@ -122,6 +122,15 @@ class Stack:
         ray_head.start_ray(self.config)
         return ray_head.connect_env(self.config)
 
+    def broker_pid(self) -> int | None:
+        import psutil
+
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "kafka.Kafka" in cmd and str(self.root) in cmd:
+                return int(proc.pid)
+        return None
+
     def create_topics(self, names: list[str]) -> None:
         from flink_bridge.stack.kafka_client import KafkaClient
 
@@ -464,10 +473,10 @@ def main() -> None:
         help="our job with Flink's operator chaining off (each operator in its own task)",
     )
     parser.add_argument(
-        "--broker-warmup-transactions",
-        type=int,
-        default=200,
-        help="transactions of 1,000 records through the broker before either side (its JIT)",
+        "--broker-warmup-s",
+        type=float,
+        default=90.0,
+        help="at most this long, drive the broker until its JIT goes quiet (0: no warm-up)",
     )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-ours", action="store_true")
@@ -490,16 +499,15 @@ def main() -> None:
     try:
         log(f"state dir {stack.root}; starting Kafka")
         stack.start_kafka()
-        if args.broker_warmup_transactions > 0:
+        if args.broker_warmup_s > 0:
             stack.create_topics(["bench-warmup"])
-            took = warm_broker(
+            took, share = warm_broker(
                 stack.bootstrap,
                 "bench-warmup",
-                transactions=args.broker_warmup_transactions,
-                per_transaction=1000,
+                broker_pid=stack.broker_pid(),
+                max_seconds=args.broker_warmup_s,
             )
-            n = args.broker_warmup_transactions
-            log(f"broker warmed up: {n} transactions x 1000 records in {took:.0f} s")
+            log(f"broker warmed up in {took:.0f} s (JIT compiler threads at {share:.0%} of a core)")
         base_env = dict(os.environ)
         base_env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), *[p for p in base_env.get("PYTHONPATH", "").split(os.pathsep) if p]]
