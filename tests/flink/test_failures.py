@@ -47,6 +47,7 @@ KEYS = 50
 WARMUP = 50  # inputs sent before the job is known to run; the rest trickle in
 RATE_PER_S = 150.0
 FAIL_AFTER = 300  # committed outputs before the failure
+BALLAST = 16_384  # state bytes per input in the large-state scenario
 JOB_START_S = 240.0  # a Flink job takes 25-60 s to start on this machine; more when loaded
 SETTLE_S = 3.0  # after the last output, time for a duplicate to show up (6 checkpoints)
 
@@ -63,16 +64,30 @@ def model_url() -> Iterator[str]:
 class Scenario:
     """Topics, checkpoint dir, inputs and the processes of one failure scenario."""
 
-    def __init__(self, name: str, kafka: Any, model_url: str, tmp_path: Path, effects: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        kafka: Any,
+        model_url: str,
+        tmp_path: Path,
+        effects: str,
+        *,
+        state_backend: str = "hashmap",
+        ballast: int = 0,
+    ) -> None:
         self.name = name
         self.effects = effects
+        self.state_backend = state_backend
         self.kafka = kafka
         self.model_url = model_url
         self.tmp_path = tmp_path
         self.source, self.sink = f"fail-{name}-in", f"fail-{name}-out"
         kafka.create_topics([self.source, self.sink], partitions=1)
         self.checkpoints = tmp_path / "checkpoints"
-        self.inputs = [{"key": f"k{n % KEYS}", "n": n} for n in range(N)]
+        self.inputs: list[dict[str, Any]] = [{"key": f"k{n % KEYS}", "n": n} for n in range(N)]
+        if ballast:
+            for item in self.inputs:
+                item["ballast"] = ballast
         self.trickle = InputTrickle(kafka.bootstrap_servers, self.source, self.inputs)
         self.reader = OutputReader(kafka.bootstrap_servers, self.sink)
         self.jobs: list[JobProcess] = []
@@ -97,6 +112,8 @@ class Scenario:
             f"fail-{self.name}",
             "--effects",
             self.effects,
+            "--state-backend",
+            self.state_backend,
         ]
         if restore is not None:
             args += ["--restore", str(restore)]
@@ -130,8 +147,8 @@ class Scenario:
 def scenario_factory(kafka: Any, model_url: str, tmp_path: Path) -> Iterator[Any]:
     made: list[Scenario] = []
 
-    def make(name: str, effects: str) -> Scenario:
-        made.append(Scenario(name, kafka, model_url, tmp_path, effects))
+    def make(name: str, effects: str, **options: Any) -> Scenario:
+        made.append(Scenario(name, kafka, model_url, tmp_path, effects, **options))
         return made[-1]
 
     yield make
@@ -214,9 +231,22 @@ def test_kafka_broker_restart_mid_stream(scenario_factory: Any, stack_config: An
     assert_exactly_once(figures)
 
 
-def test_taskmanager_killed_then_restored(scenario_factory: Any) -> None:
-    """(a) SIGKILL of the job's process group; a new job restores the last checkpoint."""
-    s = scenario_factory("tm", "in-process")
+@pytest.mark.parametrize(
+    ("state_backend", "ballast"),
+    [("hashmap", 0), ("rocksdb", BALLAST)],
+    ids=["hashmap", "rocksdb-large-state"],
+)
+def test_taskmanager_killed_then_restored(
+    scenario_factory: Any, state_backend: str, ballast: int
+) -> None:
+    """(a) SIGKILL of the job's process group; a new job restores the last checkpoint.
+
+    Also on the RocksDB backend with large per-key state: every input grows its key's state by
+    `BALLAST` characters (20 inputs per key: 320 KB per key, 16 MB over the 50 keys, written
+    on every turn and in every checkpoint); each output's state size is checked too."""
+    s = scenario_factory(
+        f"tm-{state_backend}", "in-process", state_backend=state_backend, ballast=ballast
+    )
     job = s.run_until_failure_point()
     failure_at = job.kill()
     checkpoint = latest_checkpoint(s.checkpoints)
@@ -227,7 +257,7 @@ def test_taskmanager_killed_then_restored(scenario_factory: Any) -> None:
     records = s.finish(restarted, timeout_s=JOB_START_S + 120)
     restarted.kill()
     figures = analyse(
-        "taskmanager-kill",
+        "taskmanager-kill" if state_backend == "hashmap" else f"taskmanager-kill-{state_backend}",
         s.inputs,
         records,
         read_calls(s.model_url),
@@ -236,6 +266,8 @@ def test_taskmanager_killed_then_restored(scenario_factory: Any) -> None:
     )
     figures.extra = {
         "restored_checkpoint": checkpoint_id,
+        "state_backend": state_backend,
+        "checkpoint_bytes": sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()),
         "kill_after_checkpoint_trigger_s": (
             round(failure_at - trigger_at, 2) if trigger_at is not None else None
         ),

@@ -297,17 +297,23 @@ def analyse(
     for at, record in records:
         by_n[int(record["n"])].append((at, record))
     expected_rank: dict[int, int] = {}
+    expected_ballast: dict[int, int] = {}
     ranks: dict[str, int] = defaultdict(int)
+    ballast: dict[str, int] = defaultdict(int)
     for item in inputs:  # one partition: per-key order is input order
         ranks[item["key"]] += 1
+        ballast[item["key"]] += int(item.get("ballast", 0))
         expected_rank[item["n"]] = ranks[item["key"]]
+        expected_ballast[item["n"]] = ballast[item["key"]]
     duplicates = sum(len(v) - 1 for v in by_n.values() if len(v) > 1)
     missing = sum(1 for item in inputs if item["n"] not in by_n)
     counter_errors = sum(
         1
         for n, outs in by_n.items()
         for _, out in outs
-        if out["count"] != expected_rank.get(n) or out["key"] != f"k{n % 50}"
+        if out["count"] != expected_rank.get(n)
+        or out["key"] != f"k{n % 50}"
+        or out.get("ballast", 0) != expected_ballast.get(n)
     )
     used: dict[tuple[str, int], int] = {}
     visible_at: dict[int, float] = {}

@@ -3,7 +3,11 @@
 The job of the failure tests. Each input ``{"key": k, "n": n}`` runs one turn that
 1. bumps the key's counter in agent state,
 2. asks the model ``"plan <k> <n>"`` and, with that answer, ``"answer <k> <n> | <plan answer>"``,
-3. emits ``{"key", "n", "count", "plan", "answer"}``.
+3. emits ``{"key", "n", "count", "plan", "answer", "ballast"}``.
+
+An input may carry ``"ballast": B``: the turn then grows the key's state by B characters, and
+the output says how large it is, so a scenario can check large per-key state across a restore
+(e.g. on the RocksDB backend, ``--state-backend rocksdb``).
 
 Two calls in sequence, not one, so that a checkpoint taken mid-turn holds a journaled result
 (the plan) next to a call still in flight (the answer): after a restore the plan must be
@@ -22,6 +26,8 @@ Run: python -m tests.flink.failure_jobs.model_job --bootstrap 127.0.0.1:9092 --s
 from __future__ import annotations
 
 import argparse
+import base64
+import random
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -42,11 +48,21 @@ from flink_bridge.runtime import AgentRuntime
 PLACEHOLDER_URL = "http://127.0.0.1:9/v1"  # replaced with --model-url by override()
 
 
+def _ballast(key: str, n: int, size: int) -> str:
+    """`size` characters that do not compress (state backends compress their files)."""
+    if size <= 0:
+        return ""
+    raw = random.Random(f"{key}:{n}").randbytes(size)
+    return base64.b64encode(raw).decode()[:size]
+
+
 class CountState(BaseModel):
     count: int = 0
     key: str = ""
     n: int = -1
     plan: str = ""
+    ballast: str = ""
+    """Grows by ``input["ballast"]`` characters per input: large per-key state on demand."""
 
 
 class TwoCallAgent(Workflow):
@@ -64,6 +80,7 @@ class TwoCallAgent(Workflow):
         state.count += 1
         state.key = str(event.input["key"])
         state.n = int(event.input["n"])
+        state.ballast += _ballast(state.key, state.n, int(event.input.get("ballast", 0)))
         ctx.send_event(
             ChatModelEvent(model="llm", messages=[f"plan {state.key} {state.n}"])  # type: ignore[list-item]
         )
@@ -84,6 +101,7 @@ class TwoCallAgent(Workflow):
                     "count": state.count,
                     "plan": state.plan,
                     "answer": text,
+                    "ballast": len(state.ballast),
                 }
             )
         )
@@ -103,6 +121,7 @@ def main() -> None:
     parser.add_argument("--txn-prefix", default="failure-job")
     parser.add_argument("--restart-attempts", type=int, default=30)
     parser.add_argument("--effects", default="ray", choices=["ray", "in-process"])
+    parser.add_argument("--state-backend", default="hashmap", choices=["hashmap", "rocksdb"])
     args = parser.parse_args()
 
     extra = {"execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION"}
@@ -112,6 +131,7 @@ def main() -> None:
         checkpoint_interval_ms=args.checkpoint_ms,
         checkpoint_dir=Path(args.checkpoint_dir).resolve().as_uri(),
         restart_attempts=args.restart_attempts,
+        state_backend=args.state_backend,
         extra=extra,
     )
     env = create_environment(config)
