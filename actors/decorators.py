@@ -34,10 +34,12 @@ ATTR = "__flink_actors_definition__"
 
 @dataclass(frozen=True)
 class DefinitionInfo:
-    """What `@tool`, `@model` or `@mcp_server` recorded: the kind and an optional name."""
+    """What `@tool`, `@model` or `@mcp_server` recorded: the kind, an optional name, and for a
+    tool whether it may block (see `tool`)."""
 
     kind: DefinitionKind
     name: str | None = None
+    blocking: bool = True
 
 
 @dataclass(frozen=True)
@@ -67,22 +69,29 @@ def _label(info: DefinitionInfo | StepInfo) -> str:
     return "step" if isinstance(info, StepInfo) else info.kind
 
 
-def _definition(kind: DefinitionKind, fn: Any, name: str | None) -> Any:
+def _definition(kind: DefinitionKind, fn: Any, name: str | None, blocking: bool = True) -> Any:
+    info = DefinitionInfo(kind, name, blocking)
     if fn is None:
-        return lambda f: _mark(f, DefinitionInfo(kind, name))
+        return lambda f: _mark(f, info)
     if isinstance(fn, str):
         raise UserError(f"write @{kind}(name={fn!r}), not @{kind}({fn!r})")
-    return _mark(fn, DefinitionInfo(kind, name))
+    return _mark(fn, info)
 
 
 @overload
 def tool(fn: F, /) -> F: ...
 @overload
-def tool(*, name: str | None = None) -> Callable[[F], F]: ...
-def tool(fn: Any = None, /, *, name: str | None = None) -> Any:
+def tool(*, name: str | None = None, blocking: bool = True) -> Callable[[F], F]: ...
+def tool(fn: Any = None, /, *, name: str | None = None, blocking: bool = True) -> Any:
     """Declare a tool a model may call. Its JSON schema comes from the type hints and the
-    Google-style docstring; it may be sync or async; ``name`` defaults to the function name."""
-    return _definition("tool", fn, name)
+    Google-style docstring; it may be sync or async; ``name`` defaults to the function name.
+
+    A sync tool runs in a thread, so one that blocks (I/O, sleeps) cannot stall the other calls
+    its worker serves. ``blocking=False`` declares a sync tool that never blocks (pure
+    computation of microseconds, e.g. a lookup): it then runs on the worker's event loop, which
+    saves the hand-off to a thread, about 0.2 ms of CPU per call on this project's machines.
+    """
+    return _definition("tool", fn, name, blocking)
 
 
 @overload

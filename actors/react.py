@@ -123,8 +123,10 @@ class AgentWorkflow(Workflow):
                 if target is None:
                     raise UserError(f"AgentWorkflow(local_tools=...) takes functions, got {fn!r}")
                 info = getattr(target, ATTR, None)
-                name = info.name if isinstance(info, DefinitionInfo) else None
-                built = Tool.from_function(target, name=name)
+                if isinstance(info, DefinitionInfo):
+                    built = Tool.from_function(target, name=info.name, blocking=info.blocking)
+                else:
+                    built = Tool.from_function(target)
             if built.name in compiled.tools:
                 raise UserError(
                     f"AgentWorkflow has two tools named {built.name!r}; rename one with "

@@ -8,7 +8,9 @@ argument or sends a string where an int belongs gets a `ToolError` naming the fi
 `TypeError` from deep inside the tool.
 
 Sync tools run in a worker thread (`asyncio.to_thread`): a slow sync tool must not stall the
-event loop that serves every other agent key.
+event loop that serves every other agent key. A sync tool declared ``blocking=False`` runs on
+the loop itself: the thread hand-off costs about 0.2 ms of CPU per call (measured here), far
+more than a lookup or a little arithmetic.
 """
 
 from __future__ import annotations
@@ -142,9 +144,9 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _tool_from_function(fn: Callable[..., Any], name: str | None) -> Tool:
+def _tool_from_function(fn: Callable[..., Any], name: str | None, blocking: bool = True) -> Tool:
     """Pickle helper: rebuild a tool from its function (the generated model is not picklable)."""
-    return Tool.from_function(fn, name=name)
+    return Tool.from_function(fn, name=name, blocking=blocking)
 
 
 class Tool:
@@ -154,7 +156,16 @@ class Tool:
     travel to a Ray worker when the function itself is importable (or cloudpickle-able).
     """
 
-    __slots__ = ("_args_model", "_explicit_name", "description", "fn", "is_async", "name", "schema")
+    __slots__ = (
+        "_args_model",
+        "_explicit_name",
+        "blocking",
+        "description",
+        "fn",
+        "is_async",
+        "name",
+        "schema",
+    )
 
     def __init__(
         self,
@@ -163,24 +174,32 @@ class Tool:
         schema: ToolSchema,
         args_model: type[BaseModel],
         explicit_name: str | None = None,
+        blocking: bool = True,
     ) -> None:
         self.fn = fn
         self.schema = schema
         self.name = schema.name
         self.description = schema.description
         self.is_async = _is_async(fn)
+        self.blocking = blocking
         self._args_model = args_model
         self._explicit_name = explicit_name
 
     @classmethod
     def from_function(
-        cls, fn: Callable[..., Any] | staticmethod[Any, Any], *, name: str | None = None
+        cls,
+        fn: Callable[..., Any] | staticmethod[Any, Any],
+        *,
+        name: str | None = None,
+        blocking: bool = True,
     ) -> Tool:
         """Make a tool from a plain function, a `staticmethod` object or a bound method.
 
         Args:
             fn: The function; sync or async. Its parameters become the tool's arguments.
             name: The tool name the model sees; defaults to the function's ``__name__``.
+            blocking: False for a sync function that never blocks: it runs on the event loop
+                instead of in a thread (ignored for async functions).
 
         Raises:
             UserError: The function takes ``*args``/``**kwargs`` or positional-only
@@ -196,7 +215,9 @@ class Tool:
         args_model = _build_args_model(func, tool_name, arg_docs)
         parameters = _clean_schema(args_model.model_json_schema())
         schema = ToolSchema(name=tool_name, description=description, parameters=parameters)
-        return cls(fn=func, schema=schema, args_model=args_model, explicit_name=name)
+        return cls(
+            fn=func, schema=schema, args_model=args_model, explicit_name=name, blocking=blocking
+        )
 
     def validate_arguments(self, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
         """Validate the model's arguments (a dict or its JSON text); return keyword arguments.
@@ -242,7 +263,10 @@ class Tool:
         try:
             if self.is_async:
                 return await self.fn(**kwargs)
-            result = await asyncio.to_thread(self.fn, **kwargs)
+            if self.blocking:
+                result = await asyncio.to_thread(self.fn, **kwargs)
+            else:
+                result = self.fn(**kwargs)
             if inspect.isawaitable(result):  # a sync wrapper returning a coroutine
                 return await result
             return result
@@ -252,7 +276,7 @@ class Tool:
             raise ToolError(f"tool {self.name!r} raised {type(exc).__name__}: {exc}") from exc
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_tool_from_function, (self.fn, self._explicit_name))
+        return (_tool_from_function, (self.fn, self._explicit_name, self.blocking))
 
     def __repr__(self) -> str:
         return f"Tool(name={self.name!r})"

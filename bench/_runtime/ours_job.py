@@ -49,7 +49,7 @@ class BenchAgent(Workflow):
     def llm() -> ChatModel:
         return ScriptedModel(model="scripted")
 
-    @tool
+    @tool(blocking=False)  # a dict lookup: no thread hand-off (docs/agents.md)
     @staticmethod
     def lookup(key: str) -> str:
         """Look a key up.

@@ -138,6 +138,65 @@ async def test_sync_tool_runs_off_the_event_loop_thread() -> None:
     assert seen and seen[0] != threading.get_ident()
 
 
+def _thread_reporter(seen: list[int]):
+    def which_thread() -> str:
+        """Report the thread."""
+        seen.append(threading.get_ident())
+        return "ok"
+
+    return which_thread
+
+
+async def test_non_blocking_sync_tool_runs_on_the_event_loop_thread() -> None:
+    """``blocking=False`` (``@tool(blocking=False)``) skips the thread hand-off, through the
+    decorator on a Workflow, on an AgentWorkflow's local tools, and across pickling (how a
+    tool reaches a Ray worker)."""
+    from actors import AgentWorkflow, InputEvent, Workflow, step, tool
+
+    seen: list[int] = []
+    inline = Tool.from_function(_thread_reporter(seen), blocking=False)
+    assert await inline.call({}) == "ok"
+    assert seen == [threading.get_ident()]
+    assert (
+        pickle.loads(pickle.dumps(Tool.from_function(get_weather, blocking=False))).blocking
+        is False
+    )
+
+    class Tools(Workflow):
+        @tool(blocking=False)
+        @staticmethod
+        def fast(x: int) -> int:
+            """Double x.
+
+            Args:
+                x: a number.
+            """
+            return 2 * x
+
+        @tool
+        @staticmethod
+        def slow(x: int) -> int:
+            """Triple x.
+
+            Args:
+                x: a number.
+            """
+            return 3 * x
+
+        @step(InputEvent)
+        def on_input(event, state, ctx):  # noqa: N805
+            pass
+
+    compiled = Tools().compiled()
+    assert compiled.tools["fast"].blocking is False and compiled.tools["slow"].blocking is True
+    from actors.testing import TestModel
+
+    local = AgentWorkflow(
+        model=TestModel(), local_tools=[tool(blocking=False)(_thread_reporter(seen))]
+    )
+    assert local.compiled().tools["which_thread"].blocking is False
+
+
 async def test_async_tool_with_nested_model() -> None:
     tool = Tool.from_function(ship)
     assert tool.is_async
