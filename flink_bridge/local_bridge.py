@@ -53,6 +53,11 @@ class InProcessBridge:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def pending_results(self) -> int:
+        """Completed results not yet taken by `poll`/`wait`."""
+        return len(self._done)
+
     def submit(self, request: EffectRequest) -> None:
         assert self._loop is not None, "start() the bridge first"
         self._slots.acquire()

@@ -64,6 +64,7 @@ from flink_bridge.envelopes import (
     install_message_types,
     outbound_records,
 )
+from flink_bridge.key_switch import key_switch_of
 from flink_bridge.thread_names import name_this_thread
 from protocols import AgentAddress, parse_address
 from protocols.events import AskTimeout, Event, InputEvent
@@ -315,7 +316,15 @@ class AgentProcessFunction:
         self.arrived: dict[Any, list[EffectResult]] = defaultdict(list)  # key -> unjournaled
         self.route: dict[str, tuple[Any, str, float]] = {}  # call id -> key, target, sent at
         self.latency_ms: dict[str, float] = {}  # call target -> observed latency (EWMA)
-        self.poll_at: dict[Any, int] = {}  # key -> time of its registered poll timer
+        self.poll_at: dict[Any, int] = {}  # key -> its poll timer (no key switch only)
+        # With a key switch, one operator-wide timer (the tick) runs every key whose results
+        # are in, instead of a timer per waiting key (see `_tick`).
+        self.switch = key_switch_of(runtime_context)
+        self.tick_at: int | None = None  # the earliest tick registered
+        self.tick_times: set[int] = set()  # every tick registered and not fired yet
+        self.wake: set[Any] = set()  # keys to run at the next tick (turns restored from state)
+        self.restore_checked = self.switch is None
+        self.ticks = 0
         self.schedule_at: dict[Any, set[int]] = defaultdict(set)  # key -> ctx.schedule times
         self.ask_at: dict[Any, set[int]] = defaultdict(set)  # key -> ask deadlines
         self.dropped_replies = 0
@@ -362,6 +371,8 @@ class AgentProcessFunction:
     # -- input ----------------------------------------------------------------------------
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        if not self.restore_checked:
+            self._wake_restored_turns(ctx)
         key = ctx.get_current_key()
         if isinstance(value, Inbound):  # an envelope: the event and its metadata
             event: Event | None = None
@@ -391,10 +402,18 @@ class AgentProcessFunction:
         yield from self._advance(key, live, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        if not self.restore_checked:
+            self._wake_restored_turns(ctx)
         key = ctx.get_current_key()
         if timestamp == DRAIN_AT:  # the only event-time timer
             yield from self._drain(key, ctx)
             return
+        if timestamp in self.tick_times:
+            self.tick_times.discard(timestamp)
+            yield from self._tick(key, timestamp, ctx)
+            scheduled = timestamp in self.schedule_at.get(key, ())
+            if not scheduled and timestamp not in self.ask_at.get(key, ()):
+                return  # only a tick (a ctx.schedule time or an ask deadline may share it)
         is_poll = self.poll_at.get(key) == timestamp
         if is_poll:
             del self.poll_at[key]
@@ -428,8 +447,52 @@ class AgentProcessFunction:
         if self.arrived.get(key) or not live.in_flight:
             # New results, or nothing at the bridge (first wake-up after a restore): run again.
             yield from self._advance(key, live, ctx)
-        else:
+        elif self.switch is None:
             self._schedule_poll(key, self._recheck_ms(live), ctx)
+        else:
+            self._ensure_tick(self._recheck_ms(live), ctx)
+
+    def _tick(self, key: Any, timestamp: int, ctx: Any) -> Iterator[Any]:
+        """The operator-wide wake-up: run every key whose results are in, each under its own
+        key (`KeySwitch`), then the callback's key is made current again. One callback for
+        many turns, instead of one timer per waiting key (about 2.2 per turn)."""
+        assert self.switch is not None
+        self.ticks += 1
+        if self.tick_at == timestamp:
+            self.tick_at = None
+        self._collect()
+        ready = [k for k, results in self.arrived.items() if results]
+        if self.wake:
+            ready.extend(k for k in self.wake if not self.arrived.get(k))
+            self.wake.clear()
+        current = key
+        try:
+            for k in ready:
+                if k != current:
+                    self.switch.set(k)
+                    current = k
+                live = self._live_turn(k)
+                if live is None:
+                    self.arrived.pop(k, None)  # results of a turn no longer running
+                elif self.arrived.get(k) or not live.in_flight:
+                    yield from self._advance(k, live, ctx)
+        finally:
+            if current != key:
+                self.switch.set(key)
+        if self.bridge.in_flight or self.bridge.pending_results or any(self.arrived.values()):
+            self._ensure_tick(self._tick_recheck_ms(), ctx)
+
+    def _wake_restored_turns(self, ctx: Any) -> None:
+        """First callback since `open`: a restored operator has no timer per waiting key, so
+        every key with a turn in state is run at the first tick (it re-requests what is
+        missing from its journal)."""
+        self.restore_checked = True
+        assert self.switch is not None
+        restored = self.switch.keys_with("turn")
+        if restored:
+            logger.info("%d turns restored from state; resuming them", len(restored))
+            self.wake.update(restored)
+            self._ensure_tick(1.0, ctx)
 
     # -- turns ----------------------------------------------------------------------------
 
@@ -586,7 +649,10 @@ class AgentProcessFunction:
                     self._stash(self.bridge.wait(0.05))  # full: wait (Flink backpressure)
                 self.bridge.submit(request)
         expected = max((self.latency_ms.get(r.target, 1.0) for r in new), default=1.0)
-        self._schedule_poll(key, expected, ctx)
+        if self.switch is None:
+            self._schedule_poll(key, expected, ctx)
+        else:
+            self._ensure_tick(expected, ctx)
         if not live.drain_armed and self.options.drain_timer:
             ctx.timer_service().register_event_time_timer(DRAIN_AT)
             live.drain_armed = True
@@ -670,6 +736,33 @@ class AgentProcessFunction:
             timers.delete_processing_time_timer(registered)
         self.poll_at[key] = at
         timers.register_processing_time_timer(at)
+
+    def _ensure_tick(self, delay_ms: float, ctx: Any) -> None:
+        """A tick within `delay_ms`: registered under the current key unless an earlier one
+        is already registered."""
+        at = int(time.time() * 1000) + max(1, int(delay_ms))
+        if self.tick_at is not None and self.tick_at <= at:
+            return
+        ctx.timer_service().register_processing_time_timer(at)
+        self.tick_at = at
+        self.tick_times.add(at)
+
+    def _tick_recheck_ms(self) -> float:
+        """When to tick again while calls are out: when the earliest of them is expected back
+        (its target's observed latency after it was sent), or, once calls are overdue, at a
+        fifth of the fastest target's latency (at least 1 ms, at most `poll_interval_ms`).
+        A few calls of a slow model then cost a tick per expected result, not one per ms."""
+        latency = self.latency_ms
+        due = min(
+            (sent + latency.get(target, 1.0) / 1000.0 for _, target, sent in self.route.values()),
+            default=None,
+        )
+        if due is not None:
+            ahead_ms = (due - time.monotonic()) * 1000.0
+            if ahead_ms > 1.0:
+                return ahead_ms
+        fastest = min(latency.values(), default=1.0)
+        return min(float(self.options.poll_interval_ms), max(1.0, fastest / 5.0))
 
     def _schedule_event(self, key: Any, ctx: Any, delay_s: float, event: Event) -> None:
         at = int(time.time() * 1000) + max(1, int(delay_s * 1000))

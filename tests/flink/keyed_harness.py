@@ -86,6 +86,7 @@ class _List(_Value):
 class _RuntimeContext:
     def __init__(self, harness: KeyedHarness) -> None:
         self._h = harness
+        self.key_switch: _KeySwitch | None = None
 
     def get_state(self, descriptor: Any) -> _Value:
         return _Value(self._h, descriptor.get_name())
@@ -114,6 +115,20 @@ class _Timers:
         self._h.event_timers.add((at, self._h.key))
 
 
+class _KeySwitch:
+    """What `flink_bridge.key_switch` does on a real job: another key becomes current."""
+
+    def __init__(self, harness: KeyedHarness) -> None:
+        self._h = harness
+
+    def set(self, key: str) -> None:
+        self._h.key = key
+        self._h.switches += 1
+
+    def keys_with(self, state_name: str) -> list[str]:
+        return [k for k, v in self._h.state[state_name].items() if v is not None]
+
+
 class _Ctx:
     def __init__(self, harness: KeyedHarness) -> None:
         self._h = harness
@@ -138,6 +153,7 @@ class KeyedHarness:
         snapshot: dict[str, Any] | None = None,
         envelopes: bool = False,
         drain_timer: bool = True,
+        key_switch: bool = True,
     ) -> None:
         self.state: dict[str, dict[Any, Any]] = defaultdict(dict)
         self.timers: set[tuple[int, Any]] = set()
@@ -148,6 +164,7 @@ class KeyedHarness:
             self.timers = set(snapshot["timers"])
             self.event_timers = set(snapshot["event_timers"])
         self.key: Any = None
+        self.switches = 0
         self.state_calls = 0
         self.writes: Counter[str] = Counter()
         self.outputs: list[Any] = []
@@ -163,7 +180,9 @@ class KeyedHarness:
         self.function = build_process_function(
             engine, options, errors_tag="errors", sends_tag="sends"
         )
-        self.function.open(_RuntimeContext(self))
+        runtime_context = _RuntimeContext(self)
+        runtime_context.key_switch = _KeySwitch(self) if key_switch else None
+        self.function.open(runtime_context)
         self._ctx = _Ctx(self)
 
     def _collect(self, emitted: Iterator[Any]) -> None:

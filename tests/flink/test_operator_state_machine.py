@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import msgpack
+import pytest
 from pydantic import BaseModel
 
 from actors import (
@@ -118,10 +119,16 @@ def _check(inputs: list[tuple[str, dict[str, Any]]], outputs: list[dict[str, Any
             assert o["done"] == f"done {key}/{o['n']}"
 
 
-def test_every_input_one_output_in_key_order_and_each_call_once() -> None:
+SWITCH = pytest.mark.parametrize(
+    "key_switch", [True, False], ids=["one-tick-for-all-keys", "a-timer-per-key"]
+)
+
+
+@SWITCH
+def test_every_input_one_output_in_key_order_and_each_call_once(key_switch: bool) -> None:
     CALLS.clear()
     inputs = _inputs(keys=5, per_key=8)
-    harness = KeyedHarness(AgentEngine(Planner()), max_in_flight=7)
+    harness = KeyedHarness(AgentEngine(Planner()), max_in_flight=7, key_switch=key_switch)
     _run_all(harness, inputs)
     _check(inputs, harness.outputs)
     assert set(CALLS.values()) == {1} and len(CALLS) == 2 * len(inputs)
@@ -131,11 +138,12 @@ def test_every_input_one_output_in_key_order_and_each_call_once() -> None:
     assert harness.side == []
 
 
-def test_restore_replays_journaled_results_and_finishes_every_turn() -> None:
+@SWITCH
+def test_restore_replays_journaled_results_and_finishes_every_turn(key_switch: bool) -> None:
     CALLS.clear()
     inputs = _inputs(keys=6, per_key=5)
     first, rest = inputs[:18], inputs[18:]
-    harness = KeyedHarness(AgentEngine(Planner()), max_in_flight=50)
+    harness = KeyedHarness(AgentEngine(Planner()), max_in_flight=50, key_switch=key_switch)
     for key, value in first:
         harness.process(key, value)
     # Let some turns get their model answer journaled, then checkpoint between two callbacks.
@@ -152,7 +160,9 @@ def test_restore_replays_journaled_results_and_finishes_every_turn() -> None:
     assert journaled, "the snapshot should hold journaled results"
     calls_before = Counter(CALLS)
 
-    restored = KeyedHarness(AgentEngine(Planner()), max_in_flight=50, snapshot=snapshot)
+    restored = KeyedHarness(
+        AgentEngine(Planner()), max_in_flight=50, snapshot=snapshot, key_switch=key_switch
+    )
     try:
         for key, value in rest:  # the source replays from the checkpointed offsets
             restored.process(key, value)
@@ -196,6 +206,45 @@ def test_scheduled_events_survive_a_restore_and_arrive_in_order() -> None:
         restored.close()
     assert restored.outputs == [{"reminded": 0}, {"reminded": 1}, {"reminded": 2}]
     assert not any(restored.state["scheduled"].values())
+
+
+def test_one_tick_runs_every_key_whose_results_are_in() -> None:
+    """With a key switch, waiting keys have no timers of their own: one operator-wide tick
+    runs each key whose results arrived, under its own key, and the callback's key is current
+    again afterwards. Far fewer timer callbacks than turns; without the switch, a timer per
+    waiting key fires at least once per call."""
+    fired: dict[bool, int] = {}
+    for key_switch in (True, False):
+        CALLS.clear()
+        inputs = _inputs(keys=40, per_key=2)
+        harness = KeyedHarness(AgentEngine(Planner()), max_in_flight=100, key_switch=key_switch)
+        callbacks = 0
+        on_timer = harness.function.on_timer
+
+        def counted(
+            timestamp: int, ctx: Any, _on_timer: Any = on_timer, _h: KeyedHarness = harness
+        ) -> Any:
+            nonlocal callbacks
+            callbacks += 1
+            before = _h.key
+            yield from _on_timer(timestamp, ctx)
+            assert _h.key == before  # the callback's own key is current again
+
+        harness.function.on_timer = counted
+        try:
+            _run_all(harness, inputs)
+        finally:
+            harness.close()
+        _check(inputs, harness.outputs)
+        fired[key_switch] = callbacks
+        if key_switch:
+            assert harness.function.ticks > 0 and harness.switches > 0
+            assert not harness.function.poll_at
+        else:
+            assert harness.function.ticks == 0 and harness.switches == 0
+    turns_with_two_calls = 80
+    assert fired[False] >= turns_with_two_calls * 2
+    assert fired[True] < fired[False] / 2, fired
 
 
 def test_end_of_input_drains_turns_in_flight() -> None:
