@@ -10,13 +10,15 @@ Per key, in Flink keyed state:
 - `asks`       correlation id -> [recipient, deadline, timeout] of each open `ctx.ask`.
 
 A turn runs as `engine.run_turn(state, event, journal)`. Calls it needs that are not journaled
-go to the bridge; the key sets a processing-time timer for when the results are expected (the
-observed latency of each call target) and checks again, in short steps, until they are in; it
-then journals them and runs the turn again. Outputs leave only when the turn is done, together
-with the new state, so a checkpoint never holds half a turn's effects: after a restore the turn
-re-runs against its journal, calls that completed are replayed, and only the calls still
-missing are made (contract 2). Processing-time timers are in the checkpoint, so a restored key
-with a turn in progress wakes up by itself.
+go to the bridge, and the operator's *tick* (one processing-time timer for all keys) is set for
+when results are expected (the observed latency of each call target); each tick runs every key
+whose results are in, under its own key (`flink_bridge.key_switch`), which journals them and
+runs the turn again, and ticks again in short steps while calls are out. Outputs leave only when
+the turn is done, together with the new state, so a checkpoint never holds half a turn's
+effects: after a restore the turn re-runs against its journal, calls that completed are
+replayed, and only the calls still missing are made (contract 2). A restored operator lists the
+keys with a turn in state and runs them at its first tick. Where keys cannot be switched, each
+waiting key has a timer of its own instead (in the checkpoint, so it wakes up by itself).
 
 The hot path keeps the turn in progress decoded in memory (`_LiveTurn`) and writes state only
 where a checkpoint needs it: a turn that completes within one callback (no call, or its results
