@@ -39,22 +39,14 @@ class InProcessBridge:
     def start(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._executor = self._factory()
-        running = threading.Event()
         self._thread = threading.Thread(
-            target=self._serve,
-            args=(self._loop, running),
-            name="flink-actors-effects",
-            daemon=True,
+            target=self._serve, args=(self._loop,), name="flink-actors-effects", daemon=True
         )
         self._thread.start()
-        # `close` stops the loop only if it runs: one closed before it started would wait out
-        # the join's timeout and leave the thread running forever.
-        running.wait()
 
     @staticmethod
-    def _serve(loop: asyncio.AbstractEventLoop, running: threading.Event) -> None:
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
         name_this_thread("fa-effects")
-        loop.call_soon(running.set)
         loop.run_forever()
 
     @property
