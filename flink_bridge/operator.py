@@ -449,10 +449,8 @@ class AgentProcessFunction:
         if self.arrived.get(key) or not live.in_flight:
             # New results, or nothing at the bridge (first wake-up after a restore): run again.
             yield from self._advance(key, live, ctx)
-        elif self.switch is None:
-            self._schedule_poll(key, self._recheck_ms(live), ctx)
         else:
-            self._ensure_tick(self._recheck_ms(live), ctx)
+            self._wake_later(key, self._recheck_ms(live), ctx)
 
     def _tick(self, key: Any, timestamp: int, ctx: Any) -> Iterator[Any]:
         """The operator-wide wake-up: run every key whose results are in, each under its own
@@ -651,10 +649,7 @@ class AgentProcessFunction:
                     self._stash(self.bridge.wait(0.05))  # full: wait (Flink backpressure)
                 self.bridge.submit(request)
         expected = max((self.latency_ms.get(r.target, 1.0) for r in new), default=1.0)
-        if self.switch is None:
-            self._schedule_poll(key, expected, ctx)
-        else:
-            self._ensure_tick(expected, ctx)
+        self._wake_later(key, expected, ctx)
         if not live.drain_armed and self.options.drain_timer:
             ctx.timer_service().register_event_time_timer(DRAIN_AT)
             live.drain_armed = True
@@ -725,7 +720,19 @@ class AgentProcessFunction:
             (self.latency_ms.get(self.route[c][1], 1.0) for c in live.in_flight if c in self.route),
             default=1.0,
         )
-        return min(float(self.options.poll_interval_ms), max(1.0, expected / 5.0))
+        return self._recheck_of(expected)
+
+    def _recheck_of(self, latency_ms: float) -> float:
+        """A fifth of `latency_ms`, at least 1 ms and at most `poll_interval_ms`."""
+        return min(float(self.options.poll_interval_ms), max(1.0, latency_ms / 5.0))
+
+    def _wake_later(self, key: Any, delay_ms: float, ctx: Any) -> None:
+        """Have `key` looked at again within `delay_ms`: by the tick, or by a timer of its own
+        where keys cannot be switched."""
+        if self.switch is None:
+            self._schedule_poll(key, delay_ms, ctx)
+        else:
+            self._ensure_tick(delay_ms, ctx)
 
     def _schedule_poll(self, key: Any, delay_ms: float, ctx: Any) -> None:
         """Wake the key when its results are expected; an earlier wake-up already set stays."""
@@ -763,8 +770,7 @@ class AgentProcessFunction:
             ahead_ms = (due - time.monotonic()) * 1000.0
             if ahead_ms > 1.0:
                 return ahead_ms
-        fastest = min(latency.values(), default=1.0)
-        return min(float(self.options.poll_interval_ms), max(1.0, fastest / 5.0))
+        return self._recheck_of(min(latency.values(), default=1.0))
 
     def _schedule_event(self, key: Any, ctx: Any, delay_s: float, event: Event) -> None:
         at = int(time.time() * 1000) + max(1, int(delay_s * 1000))
