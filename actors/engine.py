@@ -72,6 +72,9 @@ MAX_EVENTS_PER_TURN = 10_000
 MAX_PASSES_PER_TURN = 1_000
 
 
+_NO_USAGE = Usage()  # frozen: one instance serves every turn that used nothing
+
+
 @dataclass
 class TurnOutcome:
     """What one pass over a turn produced.
@@ -88,7 +91,7 @@ class TurnOutcome:
     sends: list[Outbound] = field(default_factory=list)
     timers: list[tuple[float, Event]] = field(default_factory=list)
     errors: list[ErrorEvent] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = _NO_USAGE
     # -- messaging (actors.messaging) ------------------------------------------------------
     # ``sends`` holds every ctx.send/ask/reply/publish as an `Outbound`; ``asks`` the asks this
     # turn opened (correlation id, recipient, timeout): the runtime keeps them, with a deadline
@@ -220,7 +223,7 @@ class _Turn:
         self.pending: dict[str, EffectRequest] = {}
         self.correlation_id: str | None = None  # messaging: the ask being handled, if any
         self.used: set[str] = set()
-        self.usage = Usage()
+        self.usage = _NO_USAGE
 
     # -- the event loop -----------------------------------------------------------------------
 
@@ -472,7 +475,7 @@ class _Turn:
         Returns the final answer (None when the loop failed; the last error says why) and the
         errors met on the way. Raises `Suspend` when a result is not journaled yet.
         """
-        self._loop_usage = Usage()
+        self._loop_usage = _NO_USAGE
         spec = self.compiled.models.get(model_name)
         if spec is None:
             return None, [
