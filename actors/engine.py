@@ -49,6 +49,7 @@ from pydantic import BaseModel
 
 from actors.context import RunnerContext, Suspend
 from actors.effects import EffectKind, EffectRequest, EffectResult
+from actors.executor import execute_inline
 from actors.messaging import OpenAsk, Outbound
 from actors.models.base import ChatResult, ToolSchema
 from actors.state import dump_state, load_state
@@ -92,6 +93,9 @@ class TurnOutcome:
     timers: list[tuple[float, Event]] = field(default_factory=list)
     errors: list[ErrorEvent] = field(default_factory=list)
     usage: Usage = _NO_USAGE
+    executed: dict[str, EffectResult] = field(default_factory=dict)
+    """Results of the ``inline`` tools this pass ran itself (`actors.tools.Tool.call_inline`):
+    the caller journals them with the results of ``pending``, so later passes replay them."""
     # -- messaging (actors.messaging) ------------------------------------------------------
     # ``sends`` holds every ctx.send/ask/reply/publish as an `Outbound`; ``asks`` the asks this
     # turn opened (correlation id, recipient, timeout): the runtime keeps them, with a deadline
@@ -192,6 +196,7 @@ class AgentEngine:
             )
             if outcome.done:
                 return outcome
+            journal.update(outcome.executed)  # inline tools: not run again by the next pass
             results = await execute(outcome.pending)
             for request, result in zip(outcome.pending, results, strict=True):
                 if request.call_id in journal:
@@ -224,6 +229,7 @@ class _Turn:
         self.correlation_id: str | None = None  # messaging: the ask being handled, if any
         self.used: set[str] = set()
         self.usage = _NO_USAGE
+        self.executed: dict[str, EffectResult] = {}  # inline tools run by this pass
 
     # -- the event loop -----------------------------------------------------------------------
 
@@ -323,6 +329,7 @@ class _Turn:
         out.pending = list(self.pending.values())
         out.done = not out.pending
         out.usage = self.usage
+        out.executed = self.executed
         return out
 
     # -- journal ------------------------------------------------------------------------------
@@ -338,6 +345,8 @@ class _Turn:
         results: list[EffectResult] = []
         for request in requests:
             result = self._lookup(request.call_id)
+            if result is None and request.kind is EffectKind.TOOL:
+                result = self._run_inline(request.call_id, request.target, request.payload)
             if result is None:
                 self.pending.setdefault(request.call_id, request)
             else:
@@ -364,6 +373,8 @@ class _Turn:
         the whole conversation.
         """
         result = self._lookup(call_id)
+        if result is None and kind is EffectKind.TOOL:
+            result = self._run_inline(call_id, target, payload)
         if result is None:
             if callable(payload):
                 payload = payload()
@@ -375,6 +386,22 @@ class _Turn:
             )
             raise Suspend()
         self._count_usage(result)
+        return result
+
+    def _run_inline(
+        self,
+        call_id: str,
+        target: str,
+        payload: dict[str, Any] | Callable[[], dict[str, Any]],
+    ) -> EffectResult | None:
+        """Run the call now if `target` is an ``inline`` tool (None if it is not one)."""
+        tool = self.compiled.tools.get(target)
+        if tool is None or not tool.inline:
+            return None
+        if callable(payload):
+            payload = payload()
+        result = execute_inline(tool, call_id, dict(payload.get("arguments") or {}))
+        self.executed[call_id] = result
         return result
 
     def _count_usage(self, result: EffectResult) -> None:

@@ -31,11 +31,41 @@ from pydantic_core import to_jsonable_python
 
 from actors.effects import EffectError, EffectKind, EffectRequest, EffectResult
 from actors.models.base import ToolSchema
+from actors.tools import Tool
 from actors.workflow import CompiledWorkflow
 from protocols.errors import AgentRunError, ContextError, DeadlineExceeded, ToolError, UserError
 from protocols.events import ChatMessage
 
-__all__ = ["WorkflowExecutor"]
+__all__ = ["WorkflowExecutor", "execute_inline", "failed_result"]
+
+
+def failed_result(call_id: str, exc: Exception, started: float) -> EffectResult:
+    """The `EffectResult` of a call that raised `exc` (``started``: its `perf_counter`)."""
+    return EffectResult(
+        call_id=call_id,
+        error=EffectError(
+            error_type=type(exc).__name__,
+            message=str(exc),
+            retryable=bool(getattr(exc, "retryable", False))
+            if isinstance(exc, AgentRunError)
+            else False,
+        ),
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def execute_inline(tool: Tool, call_id: str, arguments: dict[str, Any]) -> EffectResult:
+    """Run an ``inline`` tool now and return its result as an executor would: the same
+    JSON-compatible value, or the same error, so a replay from the journal sees what the
+    first pass saw."""
+    started = time.perf_counter()
+    try:
+        value = to_jsonable_python(tool.call_inline(arguments), fallback=str)
+    except Exception as exc:
+        return failed_result(call_id, exc, started)
+    return EffectResult(
+        call_id=call_id, value=value, latency_ms=(time.perf_counter() - started) * 1000
+    )
 
 
 class WorkflowExecutor:
@@ -67,17 +97,7 @@ class WorkflowExecutor:
                 value, usage = await coro
             value = to_jsonable_python(value, fallback=str)
         except Exception as exc:
-            return EffectResult(
-                call_id=request.call_id,
-                error=EffectError(
-                    error_type=type(exc).__name__,
-                    message=str(exc),
-                    retryable=bool(getattr(exc, "retryable", False))
-                    if isinstance(exc, AgentRunError)
-                    else False,
-                ),
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
+            return failed_result(request.call_id, exc, started)
         return EffectResult(
             call_id=request.call_id,
             value=value,

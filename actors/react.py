@@ -124,7 +124,9 @@ class AgentWorkflow(Workflow):
                     raise UserError(f"AgentWorkflow(local_tools=...) takes functions, got {fn!r}")
                 info = getattr(target, ATTR, None)
                 if isinstance(info, DefinitionInfo):
-                    built = Tool.from_function(target, name=info.name, blocking=info.blocking)
+                    built = Tool.from_function(
+                        target, name=info.name, blocking=info.blocking, inline=info.inline
+                    )
                 else:
                     built = Tool.from_function(target)
             if built.name in compiled.tools:

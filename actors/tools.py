@@ -10,7 +10,10 @@ argument or sends a string where an int belongs gets a `ToolError` naming the fi
 Sync tools run in a worker thread (`asyncio.to_thread`): a slow sync tool must not stall the
 event loop that serves every other agent key. A sync tool declared ``blocking=False`` runs on
 the loop itself: the thread hand-off costs about 0.2 ms of CPU per call (measured here), far
-more than a lookup or a little arithmetic.
+more than a lookup or a little arithmetic. A sync tool declared ``inline=True`` does not go to
+an executor at all: the engine runs it inside the turn (`Tool.call_inline`) and journals its
+result like any other call's, which saves the round trip to a worker (in the Flink runtime a
+trip through the bridge, a Ray worker and back, and a wake-up of the turn).
 """
 
 from __future__ import annotations
@@ -144,9 +147,11 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _tool_from_function(fn: Callable[..., Any], name: str | None, blocking: bool = True) -> Tool:
+def _tool_from_function(
+    fn: Callable[..., Any], name: str | None, blocking: bool = True, inline: bool = False
+) -> Tool:
     """Pickle helper: rebuild a tool from its function (the generated model is not picklable)."""
-    return Tool.from_function(fn, name=name, blocking=blocking)
+    return Tool.from_function(fn, name=name, blocking=blocking, inline=inline)
 
 
 class Tool:
@@ -162,6 +167,7 @@ class Tool:
         "blocking",
         "description",
         "fn",
+        "inline",
         "is_async",
         "name",
         "schema",
@@ -175,6 +181,7 @@ class Tool:
         args_model: type[BaseModel],
         explicit_name: str | None = None,
         blocking: bool = True,
+        inline: bool = False,
     ) -> None:
         self.fn = fn
         self.schema = schema
@@ -182,6 +189,12 @@ class Tool:
         self.description = schema.description
         self.is_async = _is_async(fn)
         self.blocking = blocking
+        self.inline = inline
+        if inline and self.is_async:
+            raise UserError(
+                f"tool {self.name!r} is async and inline=True: an inline tool runs inside the "
+                "turn, synchronously; make it a plain function, or drop inline=True"
+            )
         self._args_model = args_model
         self._explicit_name = explicit_name
 
@@ -192,6 +205,7 @@ class Tool:
         *,
         name: str | None = None,
         blocking: bool = True,
+        inline: bool = False,
     ) -> Tool:
         """Make a tool from a plain function, a `staticmethod` object or a bound method.
 
@@ -200,10 +214,12 @@ class Tool:
             name: The tool name the model sees; defaults to the function's ``__name__``.
             blocking: False for a sync function that never blocks: it runs on the event loop
                 instead of in a thread (ignored for async functions).
+            inline: True for a sync function that never blocks and is cheap: the engine runs
+                it inside the turn instead of sending it to an executor (`call_inline`).
 
         Raises:
             UserError: The function takes ``*args``/``**kwargs`` or positional-only
-                parameters, or its hints cannot be resolved.
+                parameters, its hints cannot be resolved, or it is async and ``inline``.
         """
         func = _unwrap(fn)
         tool_name = name or getattr(func, "__name__", None)
@@ -216,7 +232,12 @@ class Tool:
         parameters = _clean_schema(args_model.model_json_schema())
         schema = ToolSchema(name=tool_name, description=description, parameters=parameters)
         return cls(
-            fn=func, schema=schema, args_model=args_model, explicit_name=name, blocking=blocking
+            fn=func,
+            schema=schema,
+            args_model=args_model,
+            explicit_name=name,
+            blocking=blocking,
+            inline=inline,
         )
 
     def validate_arguments(self, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
@@ -275,8 +296,31 @@ class Tool:
         except Exception as exc:
             raise ToolError(f"tool {self.name!r} raised {type(exc).__name__}: {exc}") from exc
 
+    def call_inline(self, arguments: dict[str, Any] | str | None = None) -> Any:
+        """Validate `arguments` and run a sync tool here, now; what `call` does without an
+        event loop (the engine's path for ``inline`` tools).
+
+        Raises:
+            ToolError: Invalid arguments, the tool raised, or it returned an awaitable.
+        """
+        kwargs = self.validate_arguments(arguments)
+        try:
+            result = self.fn(**kwargs)
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise ToolError(f"tool {self.name!r} raised {type(exc).__name__}: {exc}") from exc
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise ToolError(
+                f"inline tool {self.name!r} returned an awaitable; an inline tool must return "
+                "its result (drop inline=True to run it on a worker)"
+            )
+        return result
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_tool_from_function, (self.fn, self._explicit_name, self.blocking))
+        return (_tool_from_function, (self.fn, self._explicit_name, self.blocking, self.inline))
 
     def __repr__(self) -> str:
         return f"Tool(name={self.name!r})"

@@ -216,7 +216,9 @@ class Workflow:
             name = info.name or member.attr
             fn = member.fn.__get__(self, type(self)) if member.takes_self else member.fn
             if info.kind == "tool":
-                compiled.tools[name] = Tool.from_function(fn, name=name, blocking=info.blocking)
+                compiled.tools[name] = Tool.from_function(
+                    fn, name=name, blocking=info.blocking, inline=info.inline
+                )
             elif info.kind == "model":
                 chat_model = _call_factory(self, "model", name, fn)
                 if not isinstance(chat_model, ChatModel):

@@ -6,7 +6,10 @@ a transactional (EXACTLY_ONCE) Kafka sink, checkpoints every `--checkpoint-ms`, 
 and the same number of calls in flight (`--in-flight`: our `max_in_flight`, flink-agents'
 ``num-async-threads``). The model is scripted and in-process on both sides (no HTTP): ours is a
 `ChatModel` awaiting ``asyncio.sleep`` in a Ray worker, the baseline's a `BaseChatModelSetup`
-calling ``time.sleep`` on flink-agents' async thread pool. Each input names its model latency,
+calling ``time.sleep`` on flink-agents' async thread pool. The tool is a dict lookup, a durable
+(journaled) call on both sides: ours runs it inside the turn (``@tool(inline=True)``; with
+`--ours-tool pool`, on the Ray pool like the model), the baseline on its async thread pool
+(``durable_execute_async``). Each input names its model latency,
 so one job per side serves every phase (see bench/_runtime/workload.py).
 
 Each side's job runs as a subprocess in its own venv (ours: this interpreter; the baseline:
@@ -468,6 +471,13 @@ def main() -> None:
         help="where our side runs model and tool calls (the product default is the Ray pool)",
     )
     parser.add_argument(
+        "--ours-tool",
+        default="inline",
+        choices=["inline", "pool"],
+        help="where our side runs the lookup tool: in the turn (@tool(inline=True), journaled "
+        "like every call) or on the Ray pool like the model (@tool(blocking=False))",
+    )
+    parser.add_argument(
         "--ours-no-chaining",
         action="store_true",
         help="our job with Flink's operator chaining off (each operator in its own task)",
@@ -555,6 +565,8 @@ def main() -> None:
                 str(args.in_flight),
                 "--effects",
                 args.ours_effects,
+                "--tool",
+                args.ours_tool,
                 *(["--no-chaining"] if args.ours_no_chaining else []),
             ]
             reports["ours"] = run_side("ours", cmd, env, stack, args, deadline)

@@ -209,11 +209,12 @@ def pool_kinds(compiled: Any) -> list[EffectKind]:
     A Ray worker is a process of its own (~1% of a core idle, and its memory); a pool for a
     kind the workflow declares nothing of (no @mcp_server, no context source...) would only
     answer "unknown" to every call. A workflow that declares no model, tool, MCP server or
-    context source still gets the model pool: a bridge needs one.
+    context source still gets the model pool: a bridge needs one. ``inline`` tools run in the
+    turn itself, so tools that are all inline need no tool pool.
     """
     declared = {
         EffectKind.MODEL: compiled.models,
-        EffectKind.TOOL: compiled.tools,
+        EffectKind.TOOL: [t for t in compiled.tools.values() if not t.inline],
         EffectKind.MCP: compiled.mcp_servers,
         EffectKind.CONTEXT: compiled.context_sources,
     }
@@ -596,6 +597,7 @@ class AgentProcessFunction:
                 correlation_id=live.meta.get("ask_id") if live.meta else None,
             )
             if not outcome.done:
+                live.journal.update(outcome.executed)  # inline tools' results: replayed from now
                 self._persist(live)
                 self._dispatch(key, live, outcome.pending, ctx)
                 return

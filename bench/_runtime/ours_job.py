@@ -1,7 +1,9 @@
 """Our side of the runtime benchmark: Kafka -> flink-actors agent -> Kafka, exactly-once.
 
 The agent makes one model call and one tool call per input, from one step (`ctx.chat`, then
-`ctx.call_tool`), both journaled and executed in the Ray pool. The model is `ScriptedModel`
+`ctx.call_tool`), both journaled: the model call executed in the Ray pool, the tool (a dict
+lookup) inside the turn (``@tool(inline=True)``), or in the Ray pool too with ``--tool pool``
+(`PooledToolAgent`). The model is `ScriptedModel`
 below: a `ChatModel` that answers from the prompt after ``asyncio.sleep(latency_ms)`` inside
 the Ray worker, so no HTTP server is on either side of the comparison.
 
@@ -49,7 +51,7 @@ class BenchAgent(Workflow):
     def llm() -> ChatModel:
         return ScriptedModel(model="scripted")
 
-    @tool(blocking=False)  # a dict lookup: no thread hand-off (docs/agents.md)
+    @tool(inline=True)  # a dict lookup: run in the turn, no worker round trip (docs/agents.md)
     @staticmethod
     def lookup(key: str) -> str:
         """Look a key up.
@@ -67,6 +69,20 @@ class BenchAgent(Workflow):
         ctx.send_event(OutputEvent(wl.make_output(record, str(reply.content), result)))
 
 
+class PooledToolAgent(BenchAgent):
+    """`BenchAgent` with its tool on the Ray pool, like the model."""
+
+    @tool(blocking=False)  # on the worker's event loop: no thread hand-off
+    @staticmethod
+    def lookup(key: str) -> str:
+        """Look a key up.
+
+        Args:
+            key: the agent key.
+        """
+        return wl.lookup(key)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
@@ -76,6 +92,7 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=200)
     parser.add_argument("--group", default="bench-runtime-ours")
     parser.add_argument("--effects", default="ray", choices=["ray", "in-process"])
+    parser.add_argument("--tool", default="inline", choices=["inline", "pool"])
     parser.add_argument(
         "--no-chaining",
         action="store_true",
@@ -94,9 +111,8 @@ def main() -> None:
         group_id=args.group,
         config=config,
     )
-    runtime.apply(BenchAgent(), effects=args.effects).to_kafka(
-        args.sink, bootstrap_servers=args.bootstrap
-    )
+    agent = BenchAgent() if args.tool == "inline" else PooledToolAgent()
+    runtime.apply(agent, effects=args.effects).to_kafka(args.sink, bootstrap_servers=args.bootstrap)
     env.execute("bench-runtime-ours")
 
 

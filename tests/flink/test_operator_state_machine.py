@@ -191,6 +191,75 @@ class Scheduler(Workflow):
         ctx.send_event(OutputEvent({"reminded": event.n}))
 
 
+class InlineFirst(Workflow):
+    """Per input: an inline tool (run in the operator), then a model call, then one output."""
+
+    state_type = Tally
+
+    @model
+    @staticmethod
+    def llm() -> ChatModel:
+        return SlowModel(model="slow")
+
+    @tool(inline=True)
+    @staticmethod
+    def stamp(key: str, n: int) -> str:
+        """Stamp an input.
+
+        Args:
+            key: the agent key.
+            n: the input number.
+        """
+        with LOCK:
+            CALLS[f"inline:{key}:{n}"] += 1
+        return f"done {key}/{n}"
+
+    @step(InputEvent)
+    def on_input(event, state, ctx):  # noqa: N805
+        n = event.input["n"]
+        key = str(ctx.address.key)
+        done = ctx.call_tool("stamp", key=key, n=n)
+        plan = ctx.chat("llm", [f"{key}:{n}"])
+        state.count += 1
+        ctx.send_event(
+            OutputEvent(
+                {"key": key, "n": n, "count": state.count, "plan": plan.content, "done": done}
+            )
+        )
+
+
+@SWITCH
+def test_an_inline_tool_is_journaled_before_its_turn_waits_and_never_runs_twice(
+    key_switch: bool,
+) -> None:
+    CALLS.clear()
+    inputs = _inputs(keys=5, per_key=4)
+    harness = KeyedHarness(AgentEngine(InlineFirst()), max_in_flight=50, key_switch=key_switch)
+    for key, value in inputs:
+        harness.process(key, value)  # each key's first turn runs its tool, then waits
+    snapshot = harness.snapshot()
+    committed = list(harness.outputs)
+    harness.close()
+    journaled = {
+        msgpack.unpackb(raw)["value"]
+        for entries in snapshot["state"]["journal"].values()
+        for raw in entries.values()
+    }
+    assert journaled == {f"done k{i}/{i}" for i in range(5)}  # the waiting turns' tool results
+
+    restored = KeyedHarness(
+        AgentEngine(InlineFirst()), max_in_flight=50, snapshot=snapshot, key_switch=key_switch
+    )
+    try:
+        restored.run_until(lambda: len(committed) + len(restored.outputs) == len(inputs))
+    finally:
+        restored.close()
+    _check(inputs, committed + restored.outputs)
+    inline_runs = {k: v for k, v in CALLS.items() if k.startswith("inline:")}
+    assert inline_runs == {f"inline:{k}:{v['n']}": 1 for k, v in inputs}
+    assert not any(k.startswith("tool:") for k in CALLS)  # nothing went to the bridge as a tool
+
+
 def test_scheduled_events_survive_a_restore_and_arrive_in_order() -> None:
     harness = KeyedHarness(AgentEngine(Scheduler()))
     for n in range(3):
@@ -351,3 +420,5 @@ def test_a_job_starts_worker_pools_only_for_what_its_workflow_declares() -> None
     assert pool_kinds(AgentEngine(_Searching()).compiled) == [EffectKind.TOOL, EffectKind.CONTEXT]
     assert pool_kinds(AgentEngine(_Plain()).compiled) == [EffectKind.MODEL]  # a bridge needs one
     assert pool_kinds(AgentEngine(Planner()).compiled) == [EffectKind.MODEL, EffectKind.TOOL]
+    # inline tools run in the turn: no tool pool for them
+    assert pool_kinds(AgentEngine(InlineFirst()).compiled) == [EffectKind.MODEL]
