@@ -366,6 +366,16 @@ class AgentProcessFunction:
         return bridge
 
     def close(self) -> None:
+        if hasattr(self, "turns_done"):
+            # How the operator woke up, for tuning (TaskManager log): ticks per turn near 1
+            # or above means the tick ran about one key at a time.
+            logger.info(
+                "agent operator %s closing: %d turns completed, %d ticks, wake-ups by %s",
+                self.options.agent_type,
+                self.turns_done,
+                self.ticks,
+                "one tick for all keys" if self.switch is not None else "a timer per key",
+            )
         bridge = getattr(self, "bridge", None)
         if bridge is not None and not _on_python_thread(
             bridge.close, timeout_s=self.options.bridge_start_timeout_s
