@@ -102,13 +102,16 @@ class InProcessBridge:
         return done
 
     def close(self) -> None:
-        if self._loop is not None and self._loop.is_running():
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
             # Calls still in flight are abandoned: cancel them (after the ones queued behind
-            # this have become tasks) rather than leave coroutines that never ran.
-            done = asyncio.run_coroutine_threadsafe(self._cancel_calls(), self._loop)
+            # this have become tasks) rather than leave coroutines that never ran. Both are
+            # queued even when the loop has not started running yet (a bridge closed right
+            # after `start`): it runs them first thing, so the thread always ends.
+            done = asyncio.run_coroutine_threadsafe(self._cancel_calls(), loop)
             with contextlib.suppress(Exception):
                 done.result(timeout=5)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+            loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=5)
         self._loop = None
