@@ -478,6 +478,13 @@ def main() -> None:
         "like every call) or on the Ray pool like the model (@tool(blocking=False))",
     )
     parser.add_argument(
+        "--ours-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Flink configuration entry for our job (RuntimeConfig.extra); repeatable",
+    )
+    parser.add_argument(
         "--ours-no-chaining",
         action="store_true",
         help="our job with Flink's operator chaining off (each operator in its own task)",
@@ -568,6 +575,7 @@ def main() -> None:
                 "--tool",
                 args.ours_tool,
                 *(["--no-chaining"] if args.ours_no_chaining else []),
+                *[f"--conf={entry}" for entry in args.ours_conf],
             ]
             reports["ours"] = run_side("ours", cmd, env, stack, args, deadline)
     finally:

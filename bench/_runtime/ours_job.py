@@ -98,8 +98,16 @@ def main() -> None:
         action="store_true",
         help="run every operator in its own task (pipeline.operator-chaining.enabled=false)",
     )
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Flink configuration entry for the job (RuntimeConfig.extra); repeatable",
+    )
     args = parser.parse_args()
     extra = {"pipeline.operator-chaining.enabled": "false"} if args.no_chaining else {}
+    extra.update(entry.split("=", 1) for entry in args.conf)
     config = RuntimeConfig(
         checkpoint_interval_ms=args.checkpoint_ms, max_in_flight=args.max_in_flight, extra=extra
     )
