@@ -1,11 +1,14 @@
 """The keyed agent operator: one actor per Flink key, effects on a bridge, results journaled.
 
 Per key, in Flink keyed state:
-- `agent`      [turns started, the workflow's state (msgpack)], written when a turn completes;
+- `agent`      [turns started, the workflow's state (msgpack), mailbox entries taken], written
+               when a turn completes;
 - `turn`       the turn in progress (id, seq, event, envelope metadata), written only once the
                turn has to wait for a call;
 - `journal`    call id -> result of the calls the waiting turn has made;
-- `mailbox`    events waiting for the turn in progress to finish (one turn at a time);
+- `mailbox`    events waiting for the turn in progress to finish (one turn at a time),
+               appended to; the first *taken* of them have already been started (see
+               `_pop_mail`), so taking one costs no write of its own;
 - `scheduled`  fire time -> events from `ctx.schedule`;
 - `asks`       correlation id -> [recipient, deadline, timeout] of each open `ctx.ask`.
 
@@ -77,6 +80,7 @@ logger = logging.getLogger("flink_actors.flink_bridge")
 
 DRAIN_AT = 2**63 - 2  # Long.MAX_VALUE - 1: fires on the final watermark of a bounded input
 DRAIN_REPORT_AFTER_S = 10.0  # a drain waiting longer logs where its calls are
+MAILBOX_COMPACT_AT = 64  # taken mailbox entries kept in state before the rest is rewritten
 ERRORS_TAG_NAME = "agent-errors"
 
 
@@ -269,6 +273,8 @@ class _LiveTurn:
     """Whether the `turn` ValueState holds this turn."""
     mail: list[bytes] | None = None
     """The mailbox as it is in state; None: not read since a restore."""
+    mail_taken: int = 0
+    """How many entries at the head of `mail` have been taken (turns started from them)."""
     in_flight: set[str] = field(default_factory=set)
     drain_armed: bool = False
 
@@ -508,24 +514,28 @@ class AgentProcessFunction:
 
     # -- turns ----------------------------------------------------------------------------
 
-    def _read_agent(self) -> tuple[int, bytes | None]:
-        """Turns started so far on this key, and its state bytes (None before its first)."""
+    def _read_agent(self) -> tuple[int, bytes | None, int]:
+        """Turns started so far on this key, its state bytes (None before its first), and how
+        many mailbox entries have been taken (0 in state written before that was kept)."""
         raw = self.agent.value()
         if raw is None:
-            return 0, None
-        seq, state_raw = msgpack.unpackb(raw, raw=False)
-        return seq, state_raw
+            return 0, None, 0
+        seq, state_raw, *taken = msgpack.unpackb(raw, raw=False)
+        return seq, state_raw, taken[0] if taken else 0
 
     def _begin(
         self,
         key: Any,
-        agent: tuple[int, bytes | None],
+        agent: tuple[int, bytes | None, int],
         event: Event | None,
         entry: bytes | None,
         meta: dict[str, Any] | None,
         *,
         mail: list[bytes] | None,
+        mail_taken: int = 0,
     ) -> _LiveTurn:
+        """Start the key's next turn (`agent`: as `_read_agent` returns it) with `mail` the
+        mailbox as in state, of which `mail_taken` entries are taken."""
         seq = agent[0] + 1
         if event is None:
             assert entry is not None
@@ -538,6 +548,7 @@ class AgentProcessFunction:
             state_raw=agent[1],
             entry=entry,
             mail=mail,
+            mail_taken=mail_taken,
         )
         self.live[key] = live
         return live
@@ -552,17 +563,19 @@ class AgentProcessFunction:
             return None
         turn_id, seq, entry, meta = msgpack.unpackb(raw, raw=False)
         journal = {call_id: decode_result(v) for call_id, v in self.journal.items()}
+        _, state_raw, taken = self._read_agent()
         live = _LiveTurn(
             turn_id=turn_id,
             seq=seq,
             event=self.codec.decode(entry),
             meta=meta,
-            state_raw=self._read_agent()[1],
+            state_raw=state_raw,
             entry=entry,
             journal=journal,
             persisted_ids=set(journal),
             persisted=True,
             mail=None,
+            mail_taken=taken,
         )
         self.live[key] = live
         return live
@@ -612,7 +625,10 @@ class AgentProcessFunction:
                 self._dispatch(key, live, outcome.pending, ctx)
                 return
             state_raw = self.engine.dump_state(outcome.state)
-            self.agent.update(msgpack.packb([live.seq, state_raw]))
+            # The next entry is taken before the state is written: the count of taken entries
+            # is committed with it, so a checkpoint never holds a taken entry as waiting.
+            nxt = self._pop_mail(live)
+            self.agent.update(msgpack.packb([live.seq, state_raw, live.mail_taken]))
             if live.state_raw is None and self.keys_tag is not None:
                 yield self.keys_tag, str(key)  # a new key: its first state (subscriptions)
             if live.persisted_ids:
@@ -621,13 +637,20 @@ class AgentProcessFunction:
                 self.turn.clear()
             self.turns_done += 1
             yield from self._emit(key, address, outcome, ctx, live.meta)
-            nxt = self._pop_mail(live)
             if nxt is None:
                 del self.live[key]
                 return
             event_bytes, meta = msgpack.unpackb(nxt, raw=False)
             drain_armed = live.drain_armed
-            live = self._begin(key, (live.seq, state_raw), None, event_bytes, meta, mail=live.mail)
+            live = self._begin(
+                key,
+                (live.seq, state_raw, live.mail_taken),
+                None,
+                event_bytes,
+                meta,
+                mail=live.mail,
+                mail_taken=live.mail_taken,
+            )
             live.drain_armed = drain_armed
 
     def _persist(self, live: _LiveTurn) -> None:
@@ -644,16 +667,29 @@ class AgentProcessFunction:
                 live.persisted_ids.add(call_id)
 
     def _pop_mail(self, live: _LiveTurn) -> bytes | None:
-        """Take the next waiting entry off the mailbox; None when it is empty."""
+        """Take the next waiting entry off the mailbox; None when it is empty.
+
+        Taking an entry only counts it (`mail_taken`, committed with the agent state): the
+        list is cleared once every entry is taken, and rewritten without the taken ones only
+        when they are at least half of it and 64 or more. Rewriting the rest on every take, as
+        before, made a key with n waiting entries write n(n-1)/2 of them.
+        """
         if live.mail is None:
             live.mail = [bytes(e) for e in (self.mailbox.get() or [])]
-        if not live.mail:
+        if live.mail_taken >= len(live.mail):
+            if live.mail:
+                self.mailbox.clear()
+                live.mail, live.mail_taken = [], 0
             return None
-        first = live.mail.pop(0)
-        if live.mail:
-            self.mailbox.update(live.mail)
-        else:
-            self.mailbox.clear()
+        first = live.mail[live.mail_taken]
+        live.mail_taken += 1
+        if live.mail_taken >= MAILBOX_COMPACT_AT and 2 * live.mail_taken >= len(live.mail):
+            live.mail = live.mail[live.mail_taken :]
+            live.mail_taken = 0
+            if live.mail:
+                self.mailbox.update(live.mail)
+            else:
+                self.mailbox.clear()
         return first
 
     def _dispatch(self, key: Any, live: _LiveTurn, pending: list[EffectRequest], ctx: Any) -> None:

@@ -71,6 +71,7 @@ class _List(_Value):
     def add(self, v: Any) -> None:
         self._h.state_calls += 1
         self._h.writes[self._name] += 1
+        self._h.entries_written[self._name] += 1
         self._slot().setdefault(self._h.key, []).append(v)
 
     def get(self) -> list[Any]:
@@ -80,6 +81,7 @@ class _List(_Value):
     def update(self, values: list[Any]) -> None:
         self._h.state_calls += 1
         self._h.writes[self._name] += 1
+        self._h.entries_written[self._name] += len(values)
         self._slot()[self._h.key] = list(values)
 
 
@@ -167,6 +169,7 @@ class KeyedHarness:
         self.switches = 0
         self.state_calls = 0
         self.writes: Counter[str] = Counter()
+        self.entries_written: Counter[str] = Counter()  # list state: entries, not calls
         self.outputs: list[Any] = []
         self.side: list[tuple[Any, Any]] = []
         self.sends: list[Any] = []

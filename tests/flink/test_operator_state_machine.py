@@ -191,6 +191,37 @@ class Scheduler(Workflow):
         ctx.send_event(OutputEvent({"reminded": event.n}))
 
 
+@SWITCH
+def test_a_deep_mailbox_is_not_rewritten_per_turn_and_survives_a_restore(
+    key_switch: bool,
+) -> None:
+    """300 inputs for one key wait behind its turn in progress. Taking one from the mailbox
+    only counts it (committed with the agent state); a restore in the middle resumes from the
+    first entry not taken, so every input still has exactly one output, in order."""
+    CALLS.clear()
+    inputs = [("hot", {"n": i}) for i in range(300)]
+    harness = KeyedHarness(AgentEngine(Planner()), key_switch=key_switch)
+    for key, value in inputs:
+        harness.process(key, value)
+    harness.run_until(lambda: len(harness.outputs) >= 120)
+    snapshot = harness.snapshot()
+    committed = list(harness.outputs)
+    written = harness.entries_written["mailbox"]
+    harness.close()
+    # 299 entries added; rewriting what is left after each take would have written ~6,000
+    # more by now (and ~45,000 over the 300 turns).
+    assert written < 2 * len(inputs), written
+
+    restored = KeyedHarness(AgentEngine(Planner()), snapshot=snapshot, key_switch=key_switch)
+    try:
+        restored.run_until(lambda: len(committed) + len(restored.outputs) == len(inputs))
+    finally:
+        restored.close()
+    _check(inputs, committed + restored.outputs)
+    assert restored.entries_written["mailbox"] < len(inputs)
+    assert not restored.state["mailbox"].get("hot")  # cleared once every entry is taken
+
+
 class InlineFirst(Workflow):
     """Per input: an inline tool (run in the operator), then a model call, then one output."""
 
