@@ -19,11 +19,12 @@ trip through the bridge, a Ray worker and back, and a wake-up of the turn).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -281,7 +282,7 @@ class Tool:
             ToolError: Invalid arguments, or the tool raised (the original is the cause).
         """
         kwargs = self.validate_arguments(arguments)
-        try:
+        with self._raised_as_tool_error():
             if self.is_async:
                 return await self.fn(**kwargs)
             if self.blocking:
@@ -291,10 +292,6 @@ class Tool:
             if inspect.isawaitable(result):  # a sync wrapper returning a coroutine
                 return await result
             return result
-        except ToolError:
-            raise
-        except Exception as exc:
-            raise ToolError(f"tool {self.name!r} raised {type(exc).__name__}: {exc}") from exc
 
     def call_inline(self, arguments: dict[str, Any] | str | None = None) -> Any:
         """Validate `arguments` and run a sync tool here, now; what `call` does without an
@@ -304,12 +301,8 @@ class Tool:
             ToolError: Invalid arguments, the tool raised, or it returned an awaitable.
         """
         kwargs = self.validate_arguments(arguments)
-        try:
+        with self._raised_as_tool_error():
             result = self.fn(**kwargs)
-        except ToolError:
-            raise
-        except Exception as exc:
-            raise ToolError(f"tool {self.name!r} raised {type(exc).__name__}: {exc}") from exc
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
@@ -318,6 +311,17 @@ class Tool:
                 "its result (drop inline=True to run it on a worker)"
             )
         return result
+
+    @contextlib.contextmanager
+    def _raised_as_tool_error(self) -> Iterator[None]:
+        """What the tool raises becomes a `ToolError` naming the tool (the original is the
+        cause); a `ToolError` passes as it is."""
+        try:
+            yield
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise ToolError(f"tool {self.name!r} raised {type(exc).__name__}: {exc}") from exc
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_tool_from_function, (self.fn, self._explicit_name, self.blocking, self.inline))

@@ -532,10 +532,9 @@ class AgentProcessFunction:
         meta: dict[str, Any] | None,
         *,
         mail: list[bytes] | None,
-        mail_taken: int = 0,
     ) -> _LiveTurn:
         """Start the key's next turn (`agent`: as `_read_agent` returns it) with `mail` the
-        mailbox as in state, of which `mail_taken` entries are taken."""
+        mailbox as in state, of which the agent's count of taken entries are taken."""
         seq = agent[0] + 1
         if event is None:
             assert entry is not None
@@ -548,7 +547,7 @@ class AgentProcessFunction:
             state_raw=agent[1],
             entry=entry,
             mail=mail,
-            mail_taken=mail_taken,
+            mail_taken=agent[2],
         )
         self.live[key] = live
         return live
@@ -649,7 +648,6 @@ class AgentProcessFunction:
                 event_bytes,
                 meta,
                 mail=live.mail,
-                mail_taken=live.mail_taken,
             )
             live.drain_armed = drain_armed
 

@@ -222,20 +222,13 @@ def test_a_deep_mailbox_is_not_rewritten_per_turn_and_survives_a_restore(
     assert not restored.state["mailbox"].get("hot")  # cleared once every entry is taken
 
 
-class InlineFirst(Workflow):
-    """Per input: an inline tool (run in the operator), then a model call, then one output."""
-
-    state_type = Tally
-
-    @model
-    @staticmethod
-    def llm() -> ChatModel:
-        return SlowModel(model="slow")
+class InlineFirst(Planner):
+    """`Planner` with its tool inline (run in the operator) and called before the model."""
 
     @tool(inline=True)
     @staticmethod
-    def stamp(key: str, n: int) -> str:
-        """Stamp an input.
+    def act(key: str, n: int) -> str:
+        """Act on an input.
 
         Args:
             key: the agent key.
@@ -249,7 +242,7 @@ class InlineFirst(Workflow):
     def on_input(event, state, ctx):  # noqa: N805
         n = event.input["n"]
         key = str(ctx.address.key)
-        done = ctx.call_tool("stamp", key=key, n=n)
+        done = ctx.call_tool("act", key=key, n=n)
         plan = ctx.chat("llm", [f"{key}:{n}"])
         state.count += 1
         ctx.send_event(
