@@ -15,7 +15,7 @@ from actors.executor import WorkflowExecutor
 from actors.testing import ScriptedModel, tool_call
 from actors.tools import Tool
 from protocols import AgentAddress
-from protocols.errors import UserError
+from protocols.errors import ToolError, UserError
 
 ran: Counter[str] = Counter()
 ADDRESS = AgentAddress(agent_type="a", key="k")
@@ -190,3 +190,20 @@ def test_inline_survives_pickling() -> None:
     built = Tool.from_function(stamp, inline=True)
     assert cloudpickle.loads(cloudpickle.dumps(built)).inline
     assert not cloudpickle.loads(cloudpickle.dumps(Tool.from_function(stamp))).inline
+
+
+def test_an_inline_tool_returning_an_awaitable_fails_with_a_tool_error() -> None:
+    async def later() -> str:
+        return "too late"
+
+    def sneaky(key: str) -> Any:
+        """Returns a coroutine.
+
+        Args:
+            key: the key.
+        """
+        return later()
+
+    built = Tool.from_function(sneaky, inline=True)
+    with pytest.raises(ToolError, match="returned an awaitable; an inline tool must return"):
+        built.call_inline({"key": "k"})
