@@ -326,6 +326,7 @@ class AgentProcessFunction:
         self.arrived: dict[Any, list[EffectResult]] = defaultdict(list)  # key -> unjournaled
         self.route: dict[str, tuple[Any, str, float]] = {}  # call id -> key, target, sent at
         self.latency_ms: dict[str, float] = {}  # call target -> observed latency (EWMA)
+        self.polled_at = time.monotonic()  # the bridge's results were last taken (`_stash`)
         self.poll_at: dict[Any, int] = {}  # key -> its poll timer (no key switch only)
         # With a key switch, one operator-wide timer (the tick) runs every key whose results
         # are in, instead of a timer per waiting key (see `_tick`).
@@ -753,13 +754,24 @@ class AgentProcessFunction:
         logger.warning("%s", message)
 
     def _stash(self, results: list[EffectResult]) -> None:
+        """Route each result to its key and learn its target's latency.
+
+        When a result reached the bridge is not known, only that it was after the previous
+        poll (which took everything there) and by now. The latency learnt is the earliest
+        that allows, and never less than the call's own duration: taking *now* would count a
+        late callback (a stall of the task thread) as latency, the next wake-up would be set
+        that late and measure it again, and every later call would wait the stall out."""
         now = time.monotonic()
+        polled_before, self.polled_at = self.polled_at, now
         for result in results:
             routed = self.route.pop(result.call_id, None)
             if routed is None:
                 continue  # a result of a call made before a restore: superseded
             key, target, sent_at = routed
-            took = (now - sent_at) * 1000.0
+            took = min(
+                (now - sent_at) * 1000.0,
+                max(result.latency_ms, (polled_before - sent_at) * 1000.0),
+            )
             seen = self.latency_ms.get(target)
             self.latency_ms[target] = took if seen is None else 0.8 * seen + 0.2 * took
             live = self.live.get(key)

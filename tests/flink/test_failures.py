@@ -36,7 +36,9 @@ from tests.flink.failure_jobs.harness import (
     analyse,
     assert_exactly_once,
     latest_checkpoint,
+    ranges,
     read_calls,
+    topic_census,
 )
 from tests.servers.fixtures import start_line_server
 
@@ -132,9 +134,25 @@ class Scenario:
 
     def finish(self, job: JobProcess, timeout_s: float = 150.0) -> list[tuple[float, Any]]:
         self.trickle.join()
-        self.reader.wait_for(lambda r: r.distinct() >= N, timeout_s, job)
+        self.reader.wait_for(lambda r: r.distinct() >= N, timeout_s, job, self.explain_missing)
         time.sleep(SETTLE_S)
         return self.reader.close()
+
+    def explain_missing(self) -> str:
+        """Where the inputs without a committed output are: not in the input topic, in the
+        output topic but not committed (an open transaction holds them back), or not there."""
+        bootstrap = self.kafka.bootstrap_servers
+        inputs, _ = topic_census(bootstrap, self.source, committed=False)
+        written, high = topic_census(bootstrap, self.sink, committed=False)
+        visible, _ = topic_census(bootstrap, self.sink, committed=True)
+        everything = set(range(N))
+        return (
+            f"input topic: {len(inputs)} records, missing n {ranges(everything - set(inputs))}; "
+            f"output topic (high watermark {high}): {len(written)} records written, "
+            f"{len(visible)} committed; written but not committed n "
+            f"{ranges(set(written) - set(visible))}; not written n "
+            f"{ranges(everything - set(written))}"
+        )
 
     def close(self) -> None:
         for job in self.jobs:

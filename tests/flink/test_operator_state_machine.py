@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -338,6 +339,34 @@ def test_one_tick_runs_every_key_whose_results_are_in() -> None:
     turns_with_two_calls = 80
     assert fired[False] >= turns_with_two_calls * 2
     assert fired[True] < fired[False] / 2, fired
+
+
+@SWITCH
+def test_a_stalled_task_thread_does_not_slow_the_turns_after_it(key_switch: bool) -> None:
+    """The operator wakes a waiting key when its calls are expected back, from the latency it
+    has seen. A callback that comes late (the task thread blocked by a checkpoint, a broker
+    outage, a GC pause) must not count as latency: else the next wake-up is set that late,
+    finds results that were there long ago, and measures the same again: every later call
+    waited the stall out (issue 6's broker-restart test: 10 s per model call after a 10 s
+    stall). Here: the first calls complete during a 2 s stall; the 3 turns left per key (6
+    model and 6 tool calls of 5 ms each, in sequence) must then take less than one stall."""
+    CALLS.clear()
+    stall_s = 2.0
+    inputs = _inputs(keys=4, per_key=4)
+    harness = KeyedHarness(AgentEngine(Planner()), key_switch=key_switch)
+    try:
+        for key, value in inputs:
+            harness.process(key, value)
+        time.sleep(stall_s)  # no callback: the calls sent above complete meanwhile
+        resumed = time.monotonic()
+        harness.run_until(lambda: len(harness.outputs) == len(inputs))
+        took_s = time.monotonic() - resumed
+    finally:
+        harness.close()
+    _check(inputs, harness.outputs)
+    assert took_s < stall_s, f"{took_s:.1f} s after a {stall_s} s stall"
+    # What it learnt of the model's latency is the call's, not the stall's.
+    assert harness.function.latency_ms["llm"] < 500.0, harness.function.latency_ms
 
 
 def test_end_of_input_drains_turns_in_flight() -> None:

@@ -169,16 +169,25 @@ class OutputReader:
         with self._lock:
             return len({r["n"] for _, r in self.records})
 
-    def wait_for(self, predicate: Any, timeout_s: float, job: JobProcess | None = None) -> None:
+    def wait_for(
+        self,
+        predicate: Any,
+        timeout_s: float,
+        job: JobProcess | None = None,
+        explain: Any = None,
+    ) -> None:
+        """Wait until `predicate(self)`; on a timeout, the error has the job's log tail and what
+        `explain()` says (where the missing records are)."""
         deadline = time.monotonic() + timeout_s
         while not predicate(self):
             if job is not None and not job.alive():
                 raise AssertionError(f"the job exited early:\n{job.tail()}")
             if time.monotonic() > deadline:
                 tail = job.tail() if job is not None else ""
+                why = explain() if explain is not None else ""
                 raise AssertionError(
                     f"timed out after {timeout_s:.0f}s with {self.count()} outputs "
-                    f"({self.distinct()} distinct)\n{tail}"
+                    f"({self.distinct()} distinct)\n{why}\n{tail}"
                 )
             time.sleep(0.2)
 
@@ -189,6 +198,46 @@ class OutputReader:
             self._consumer.close()
         with self._lock:
             return list(self.records)
+
+
+def topic_census(bootstrap: str, topic: str, *, committed: bool) -> tuple[list[int], int]:
+    """The ``n`` of every record in partition 0 of `topic` (read to its end, read_committed or
+    not) and the partition's high watermark: where records are, when some are missing."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"census-{uuid.uuid4().hex[:10]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+        }
+    )
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        found: list[int] = []
+        quiet_until = time.monotonic() + 5.0
+        while time.monotonic() < quiet_until:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            found.append(int(json.loads(msg.value())["n"]))
+            quiet_until = time.monotonic() + 5.0
+        return found, high
+    finally:
+        consumer.close()
+
+
+def ranges(numbers: set[int]) -> str:
+    """``1-3,7`` for {1, 2, 3, 7} (the first 20 runs)."""
+    runs: list[str] = []
+    for n in sorted(numbers):
+        if runs and runs[-1].split("-")[-1] == str(n - 1):
+            runs[-1] = f"{runs[-1].split('-')[0]}-{n}"
+        else:
+            runs.append(str(n))
+    return ",".join(runs[:20]) + (" ..." if len(runs) > 20 else "")
 
 
 class InputTrickle:
@@ -277,6 +326,7 @@ class Figures:
     repeated_stages: dict[str, int] = field(default_factory=dict)
     failure_to_next_output_s: float | None = None
     failure_to_affected_done_s: float | None = None
+    failure_to_last_output_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> str:
@@ -372,6 +422,7 @@ def analyse(
         failure_to_affected_done_s=(
             round(max(affected_done) - failure_at, 2) if affected_done else None
         ),
+        failure_to_last_output_s=round(after[-1] - failure_at, 2) if after else None,
     )
 
 
