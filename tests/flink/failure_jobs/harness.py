@@ -184,7 +184,10 @@ class OutputReader:
                 raise AssertionError(f"the job exited early:\n{job.tail()}")
             if time.monotonic() > deadline:
                 tail = job.tail() if job is not None else ""
-                why = explain() if explain is not None else ""
+                try:
+                    why = explain() if explain is not None else ""
+                except Exception as exc:  # the timeout is the finding; keep its message
+                    why = f"(could not say where the missing records are: {exc!r})"
                 raise AssertionError(
                     f"timed out after {timeout_s:.0f}s with {self.count()} outputs "
                     f"({self.distinct()} distinct)\n{why}\n{tail}"
