@@ -348,8 +348,9 @@ def test_a_stalled_task_thread_does_not_slow_the_turns_after_it(key_switch: bool
     outage, a GC pause) must not count as latency: else the next wake-up is set that late,
     finds results that were there long ago, and measures the same again: every later call
     waited the stall out (issue 6's broker-restart test: 10 s per model call after a 10 s
-    stall). Here: the first calls complete during a 2 s stall; the 3 turns left per key (6
-    model and 6 tool calls of 5 ms each, in sequence) must then take less than one stall."""
+    stall). Here: each key's first model call completes during a 2 s stall; what is left of
+    its 4 turns (3 model and 4 tool calls of about 5 ms, in sequence) must then take less
+    than one stall. Before the fix: 6.0 s (each model call waited 2 s)."""
     CALLS.clear()
     stall_s = 2.0
     inputs = _inputs(keys=4, per_key=4)
