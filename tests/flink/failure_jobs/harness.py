@@ -203,35 +203,6 @@ class OutputReader:
             return list(self.records)
 
 
-def topic_census(bootstrap: str, topic: str, *, committed: bool) -> tuple[list[int], int]:
-    """The ``n`` of every record in partition 0 of `topic` (read to its end, read_committed or
-    not) and the partition's high watermark: where records are, when some are missing."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"census-{uuid.uuid4().hex[:10]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed" if committed else "read_uncommitted",
-        }
-    )
-    try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        found: list[int] = []
-        quiet_until = time.monotonic() + 5.0
-        while time.monotonic() < quiet_until:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            found.append(int(json.loads(msg.value())["n"]))
-            quiet_until = time.monotonic() + 5.0
-        return found, high
-    finally:
-        consumer.close()
-
-
 def ranges(numbers: set[int]) -> str:
     """``1-3,7`` for {1, 2, 3, 7} (the first 20 runs)."""
     runs: list[str] = []
